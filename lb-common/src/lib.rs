@@ -1,0 +1,9 @@
+//! Types shared by the XDP program (lb-ebpf) and the daemon (lb-user): map names, capacities,
+//! `#[repr(C)]` keys and values with explicit padding, and the table of per-packet stat reasons.
+#![cfg_attr(not(test), no_std)]
+
+pub mod maps;
+pub mod stats;
+
+pub use maps::*;
+pub use stats::{Reason, StatValue, Verdict, REASON_COUNT};
