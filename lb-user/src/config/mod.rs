@@ -1,0 +1,12 @@
+//! The typed configuration model (standalone YAML today, Kubernetes objects later) and its
+//! loading: serde with deny_unknown_fields, every error collected with its field path, validate().
+
+mod load;
+mod types;
+mod validate;
+
+pub use load::{load_file, parse, ConfigError, ConfigErrors};
+pub use types::*;
+
+#[cfg(test)]
+mod tests;

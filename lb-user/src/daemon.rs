@@ -1,0 +1,165 @@
+//! `lb run`: load the config, load/attach XDP, then one direction of data: the file source
+//! (SIGHUP) -> snapshot on a watch -> consumers (proxy table + listeners, XDP maps).
+
+use crate::admin::{self, metrics::Metrics};
+use crate::bpf::{Dataplane, LoadOptions};
+use crate::config;
+use crate::proxy::{listeners::ListenerSet, table::Table, ProxyCtx};
+use crate::snapshot::{self, Snapshot};
+use anyhow::{anyhow, bail, Result};
+use arc_swap::ArcSwap;
+use aya::programs::XdpMode;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub ifaces: Vec<String>,
+    pub xdp_mode: XdpMode,
+    pub xdp_debug: bool,
+    pub admin: SocketAddr,
+    /// How long open connections get to finish after SIGTERM.
+    pub grace: Duration,
+}
+
+pub async fn run(opts: RunOptions) -> Result<()> {
+    let cfg = config::load_file(&opts.config)
+        .map_err(|e| anyhow!("{}: invalid config:\n{e}", opts.config.display()))?;
+    let mut dataplane = if opts.ifaces.is_empty() {
+        if !cfg.xdp.deny.is_empty() {
+            tracing::warn!(
+                "xdp.deny is set but no --iface was given: the deny-list is not enforced"
+            );
+        }
+        None
+    } else {
+        let mut dp = Dataplane::load(LoadOptions {
+            debug_log: opts.xdp_debug,
+        })?;
+        for iface in &opts.ifaces {
+            dp.attach(iface, opts.xdp_mode)?;
+            tracing::info!(iface, mode = ?opts.xdp_mode, "XDP attached");
+        }
+        Some(dp)
+    };
+    let metrics = Arc::new(Metrics::new(dataplane.as_ref().map(|d| d.stats())));
+
+    let first = Arc::new(snapshot::build(&cfg, 1));
+    if let Some(dp) = dataplane.as_mut() {
+        let report = dp.deny.apply(&first.deny)?;
+        tracing::info!(
+            prefixes = dp.deny.len(),
+            added = report.added,
+            "XDP deny-list loaded"
+        );
+        metrics.set_applied("xdp", first.version);
+    }
+    let ctx = Arc::new(ProxyCtx {
+        table: ArcSwap::from_pointee(Table::build(first.clone(), None, &metrics)),
+        metrics: metrics.clone(),
+    });
+    let mut listeners = ListenerSet::new(ctx.clone());
+    let errors = listeners.apply(&first.listeners).await;
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    metrics.set_applied("proxy", first.version);
+    let stop_admin = CancellationToken::new();
+    admin::serve(opts.admin, metrics.clone(), stop_admin.clone()).await?;
+
+    let (tx, rx) = watch::channel(first);
+    let proxy = tokio::spawn(apply_to_proxy(rx.clone(), ctx, listeners));
+    let xdp = dataplane.map(|dp| tokio::spawn(apply_to_xdp(rx, dp, metrics.clone())));
+    tracing::info!(config = %opts.config.display(), "lb ready");
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&opts.config, &tx, &metrics),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down");
+    drop(tx);
+    let listeners = proxy.await?;
+    listeners.shutdown(opts.grace).await;
+    if let Some(xdp) = xdp {
+        drop(xdp.await?);
+        tracing::info!("XDP detached");
+    }
+    stop_admin.cancel();
+    Ok(())
+}
+
+/// The file source: re-read, validate, and publish a new snapshot, or keep the old one.
+fn reload(path: &Path, tx: &watch::Sender<Arc<Snapshot>>, metrics: &Metrics) {
+    let current = tx.borrow().version;
+    match config::load_file(path) {
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!(field = %e.path, "{}", e.message);
+            }
+            tracing::error!(
+                version = current,
+                "config reload rejected; still serving the previous config"
+            );
+            metrics.reload("invalid");
+        }
+        Ok(cfg) => {
+            let version = current + 1;
+            tx.send_replace(Arc::new(snapshot::build(&cfg, version)));
+            tracing::info!(version, "config reloaded");
+            metrics.reload("ok");
+        }
+    }
+}
+
+async fn apply_to_proxy(
+    mut rx: watch::Receiver<Arc<Snapshot>>,
+    ctx: Arc<ProxyCtx>,
+    mut listeners: ListenerSet,
+) -> ListenerSet {
+    while rx.changed().await.is_ok() {
+        let snap = rx.borrow_and_update().clone();
+        let table = Table::build(snap.clone(), Some(&ctx.table.load()), &ctx.metrics);
+        ctx.table.store(Arc::new(table));
+        for e in listeners.apply(&snap.listeners).await {
+            tracing::error!("{e}");
+        }
+        ctx.metrics.set_applied("proxy", snap.version);
+    }
+    listeners
+}
+
+async fn apply_to_xdp(
+    mut rx: watch::Receiver<Arc<Snapshot>>,
+    mut dp: Dataplane,
+    metrics: Arc<Metrics>,
+) -> Dataplane {
+    while rx.changed().await.is_ok() {
+        let snap = rx.borrow_and_update().clone();
+        match dp.deny.apply(&snap.deny) {
+            Ok(r) => {
+                tracing::info!(
+                    version = snap.version,
+                    added = r.added,
+                    updated = r.updated,
+                    removed = r.removed,
+                    "XDP deny-list updated"
+                );
+                metrics.set_applied("xdp", snap.version);
+            }
+            Err(e) => tracing::error!(version = snap.version, error = %e, "applying the deny-list"),
+        }
+    }
+    dp
+}

@@ -1,0 +1,117 @@
+//! `lb`: the node load balancer. `lb run` serves traffic (L7 proxy + XDP); `lb check` validates
+//! a config and prints every error with its field path.
+
+use clap::{Parser, Subcommand};
+use lb_user::{bpf, config, daemon};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "lb", version, about = "XDP-accelerated L4+L7 load balancer")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve traffic from a config file (SIGHUP reloads it, SIGTERM/Ctrl-C stops cleanly).
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Interface to attach the XDP program to (repeatable). None: no XDP.
+        #[arg(long = "iface")]
+        ifaces: Vec<String>,
+        /// XDP attach mode: native (driver) or skb (generic).
+        #[arg(long, default_value = "native", value_parser = bpf::parse_mode)]
+        xdp_mode: aya::programs::XdpMode,
+        /// Emit the XDP program's debug log lines (aya-log) into this log.
+        #[arg(long)]
+        xdp_debug: bool,
+        /// Admin endpoint (/metrics, /healthz).
+        #[arg(long, default_value = "127.0.0.1:9900")]
+        admin: SocketAddr,
+        /// Seconds open connections get to finish on shutdown.
+        #[arg(long, default_value_t = 10)]
+        grace_secs: u64,
+    },
+    /// Validate a config: print every error with its field path; exit 1 if there is any.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().cmd {
+        Cmd::Check { config } => check(&config),
+        Cmd::Run {
+            config,
+            ifaces,
+            xdp_mode,
+            xdp_debug,
+            admin,
+            grace_secs,
+        } => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stdout)
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            let opts = daemon::RunOptions {
+                config,
+                ifaces,
+                xdp_mode,
+                xdp_debug,
+                admin,
+                grace: Duration::from_secs(grace_secs),
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: starting the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(daemon::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load_file(path) {
+        Ok(cfg) => {
+            let endpoints: usize = cfg.clusters.iter().map(|c| c.endpoints.len()).sum();
+            println!(
+                "{}: OK ({} listeners, {} routes, {} clusters, {} endpoints, {} deny prefixes)",
+                path.display(),
+                cfg.listeners.len(),
+                cfg.routes.len(),
+                cfg.clusters.len(),
+                endpoints,
+                cfg.xdp.deny.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
