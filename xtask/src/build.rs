@@ -36,11 +36,13 @@ pub fn ebpf(release: bool) -> Result<PathBuf> {
         cmd.env_remove(var);
     }
     // bpf-linker lives in cargo's bin dir, which may not be on PATH in CI.
-    if let Some(home) = cargo_home() {
+    if let Some(bin) = cargo_home().map(|h| h.join("bin")) {
         let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut dirs = vec![home.join("bin")];
-        dirs.extend(std::env::split_paths(&path));
-        cmd.env("PATH", std::env::join_paths(dirs)?);
+        let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+        if !dirs.contains(&bin) {
+            dirs.insert(0, bin);
+            cmd.env("PATH", std::env::join_paths(dirs)?);
+        }
     }
     crate::run_cmd(&mut cmd)?;
     let profile = if release { "release" } else { "debug" };

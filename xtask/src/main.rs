@@ -49,8 +49,8 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test::run(&args),
         Cmd::Demo => demo::run(),
         Cmd::NetnsClean => {
-            lb_tests::netns::cleanup_stale(demo::NETNS_PREFIX);
-            lb_tests::netns::cleanup_stale("lbt-");
+            let n = lb_tests::netns::cleanup_stale("lbt-");
+            eprintln!("removed {n} namespace(s)");
             Ok(())
         }
     }
