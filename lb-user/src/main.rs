@@ -55,12 +55,17 @@ fn main() -> ExitCode {
             admin,
             grace_secs,
         } => {
+            let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into());
+            if xdp_debug {
+                // aya-log records carry the eBPF crate's module path as their target.
+                if let Ok(directive) = "lb_ebpf=debug".parse() {
+                    filter = filter.add_directive(directive);
+                }
+            }
             tracing_subscriber::fmt()
                 .with_writer(std::io::stdout)
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
+                .with_env_filter(filter)
                 .init();
             let opts = daemon::RunOptions {
                 config,

@@ -107,6 +107,16 @@ impl<'a> Lb<'a> {
         self.signal(nix::sys::signal::Signal::SIGHUP)
     }
 
+    /// The lb process id (for signal handlers that must stop it without the guard).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(ChildGuard::id)
+    }
+
+    /// The temporary directory holding the config and the log (removed on drop).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("lb.yaml")
     }

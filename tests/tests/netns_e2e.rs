@@ -69,7 +69,8 @@ fn xdp_shown(topo: &Topology, iface: &str) -> bool {
     link.contains("prog/xdp") || link.contains(" xdp")
 }
 
-fn run(mode: &str) {
+/// `mode`: native or skb. `debug`: run with --xdp-debug and expect the XDP program's log lines.
+fn run(mode: &str, debug: bool) {
     require_root();
     let topo = Topology::new(TopologyOpts { clients: 2 }).unwrap();
     let backends: Vec<Backend> = ["b1", "b2", "b3"]
@@ -103,19 +104,23 @@ fn run(mode: &str) {
         "fd00:77:2::/64".to_string(),
     ];
     let ifaces = [topo.node_client_iface(0), topo.node_client_iface(1)];
+    let mut args = vec![
+        "--iface",
+        &ifaces[0],
+        "--iface",
+        &ifaces[1],
+        "--xdp-mode",
+        mode,
+    ];
+    if debug {
+        args.push("--xdp-debug");
+    }
     let lb = Lb::start(
         &lb_bin(),
         Some(&topo.node),
         &config(&backends, &deny),
         "127.0.0.1:9900".parse().unwrap(),
-        &[
-            "--iface",
-            &ifaces[0],
-            "--iface",
-            &ifaces[1],
-            "--xdp-mode",
-            mode,
-        ],
+        &args,
     )
     .unwrap();
     assert!(
@@ -149,6 +154,16 @@ fn run(mode: &str) {
     assert!(xdp("drop", "deny_v4") >= 1.0, "{m}");
     assert!(xdp("drop", "deny_v6") >= 1.0, "{m}");
     assert!(xdp("pass", "tcp") >= 10.0, "{m}");
+    // aya-log lines from the XDP program: only with --xdp-debug (pruned by the verifier otherwise).
+    let drop_line = "drop: reason 19"; // Reason::DenyV4
+    if debug {
+        lb.wait_log(drop_line, T).unwrap();
+    } else {
+        assert!(
+            !lb.log().contains(drop_line),
+            "debug lines without --xdp-debug"
+        );
+    }
     let served = backends.iter().map(Backend::requests).sum::<u64>();
     assert_eq!(served, 18, "only client 0's requests reach backends");
 
@@ -181,10 +196,10 @@ fn run(mode: &str) {
 
 #[test]
 fn native_mode_serves_by_weight_and_drops_denied_clients() {
-    run("native");
+    run("native", false);
 }
 
 #[test]
-fn skb_mode_serves_by_weight_and_drops_denied_clients() {
-    run("skb");
+fn skb_mode_with_xdp_debug_logs_serves_by_weight_and_drops_denied_clients() {
+    run("skb", true);
 }

@@ -194,6 +194,22 @@ clusters:
 }
 
 #[test]
+fn upstream_connections_are_pooled_and_reused() {
+    let s = setup(&["a", "b", "c", "d"]);
+    let _lb = Lb::start(&lb_bin(), None, &config(&s, [1, 0, 0]), s.admin, &[]).unwrap();
+    // Sequential requests, each on a new client connection: the upstream side reuses one.
+    for _ in 0..20 {
+        assert_eq!(http::get(s.listen, "web.test", "/", T).unwrap().status, 200);
+    }
+    assert_eq!(s.backends[0].requests(), 20);
+    assert_eq!(
+        s.backends[0].connections(),
+        1,
+        "lb opened a connection per request"
+    );
+}
+
+#[test]
 fn hop_by_hop_headers_do_not_reach_the_backend() {
     let s = setup(&["a", "b", "c", "d"]);
     let _lb = Lb::start(&lb_bin(), None, &config(&s, [1, 0, 0]), s.admin, &[]).unwrap();

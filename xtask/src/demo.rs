@@ -7,8 +7,10 @@ use lb_tests::lb::{metric_sum, Lb};
 use lb_tests::netns::{attach_xdp, Topology, TopologyOpts, PEER_IFACE};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const PORT: u16 = 8080;
@@ -38,8 +40,9 @@ const PLAN: [Route; 2] = [
 ];
 const BACKENDS: [&str; 3] = ["backend-1", "backend-2", "backend-3"];
 
-/// The lb process, so a Ctrl-C can stop it before the namespaces go.
+/// The lb process and its scratch dir, so a Ctrl-C can stop and remove them too.
 static LB_PID: AtomicU32 = AtomicU32::new(0);
+static LB_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 pub fn run() -> Result<()> {
     if !Command::new("id")
@@ -56,6 +59,9 @@ pub fn run() -> Result<()> {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
         lb_tests::netns::delete_registered();
+        if let Some(dir) = LB_DIR.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         std::process::exit(130);
     })
     .context("installing the Ctrl-C handler")?;
@@ -116,6 +122,9 @@ pub fn run() -> Result<()> {
             "native",
         ],
     )?;
+
+    LB_PID.store(lb.pid().unwrap_or(0), Ordering::Relaxed);
+    let _ = LB_DIR.set(lb.dir().to_path_buf());
 
     let node: IpAddr = topo.node_addr_v4(0).into();
     let mut by_host = BTreeMap::new();

@@ -24,6 +24,7 @@ pub fn run(extra: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    missing_object_guard(&cargo)?;
     // The end-to-end tests run the real `lb` binary.
     crate::run_cmd(cargo().args(["build", "-p", "lb-user", "--bin", "lb"]))?;
     if !is_root() {
@@ -32,6 +33,31 @@ pub fn run(extra: &[String]) -> Result<()> {
     let result = crate::run_cmd(cargo().args(["test", "--workspace"]).args(extra));
     lb_tests::netns::cleanup_stale("lbt-");
     result
+}
+
+/// Without the eBPF object, `cargo check` must still work and `cargo build` must fail saying
+/// to run `cargo xtask build-ebpf` (lb-user/build.rs).
+fn missing_object_guard(cargo: &dyn Fn() -> Command) -> Result<()> {
+    eprintln!("+ checking the missing-eBPF-object guard (LB_EBPF_OBJECT=/nonexistent)");
+    let run = |sub: &str| {
+        cargo()
+            .args([sub, "-p", "lb-user", "--bin", "lb"])
+            .env("LB_EBPF_OBJECT", "/nonexistent/lb-ebpf.o")
+            .output()
+    };
+    let check = run("check")?;
+    anyhow::ensure!(
+        check.status.success(),
+        "cargo check must work without the eBPF object:\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let build = run("build")?;
+    let stderr = String::from_utf8_lossy(&build.stderr);
+    anyhow::ensure!(
+        !build.status.success() && stderr.contains("run `cargo xtask build-ebpf`"),
+        "cargo build without the eBPF object must fail and say to run cargo xtask build-ebpf:\n{stderr}"
+    );
+    Ok(())
 }
 
 fn is_root() -> bool {

@@ -1,5 +1,6 @@
 //! The test backend: answers every request `200 OK` with its name (or `/status/NNN`), thread
-//! per connection, HTTP/1.1 keep-alive, bounded reads; counts requests, records the last one.
+//! per connection, HTTP/1.1 keep-alive, bounded reads; counts connections and requests,
+//! records the last request.
 
 use super::{
     content_length, find, parse_head, Conn, Headers, IDLE, MAX_BACKEND_LIFETIME,
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 struct Shared {
     stop: AtomicBool,
     requests: AtomicU64,
+    accepted: AtomicU64,
     last: Mutex<(String, Headers)>,
     conns: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -55,6 +57,11 @@ impl Backend {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
     /// Requests answered so far (all connections).
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
@@ -107,6 +114,7 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, name: &str) {
         let Ok((stream, _)) = listener.accept() else {
             continue;
         };
+        shared.accepted.fetch_add(1, Ordering::SeqCst);
         let (sh, name) = (shared.clone(), name.to_string());
         let conn = thread::Builder::new().spawn(move || {
             let _ = serve(stream, &sh, &name);
