@@ -90,11 +90,6 @@ impl Reason {
     pub fn from_index(index: u32) -> Option<Reason> {
         Reason::ALL.get(index as usize).copied()
     }
-
-    /// True for the `malformed_*` reasons.
-    pub fn is_malformed(self) -> bool {
-        self.name().starts_with("malformed_")
-    }
 }
 
 /// Per-CPU counter pair stored at each reason's index.

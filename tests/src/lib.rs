@@ -7,6 +7,7 @@ pub mod lb;
 pub mod netns;
 pub mod packet;
 pub mod process;
+pub mod topology;
 pub mod xdp;
 
 use std::path::PathBuf;

@@ -9,22 +9,13 @@ use std::fs::File;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// An XDP program attached inside a namespace; owns the `aya::Ebpf` (for map access).
+/// An XDP program attached inside a namespace; owns the `aya::Ebpf`.
 /// Drop detaches from a thread inside the namespace (the netlink fallback needs that).
 #[derive(Debug)]
 pub struct XdpAttachment {
     ebpf: Option<Ebpf>,
     ns: Option<File>,
     pub iface: String,
-}
-
-impl XdpAttachment {
-    pub fn ebpf(&self) -> &Ebpf {
-        self.ebpf.as_ref().expect("present until drop")
-    }
-    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
-        self.ebpf.as_mut().expect("present until drop")
-    }
 }
 
 impl Drop for XdpAttachment {

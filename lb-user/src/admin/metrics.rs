@@ -39,10 +39,6 @@ impl RequestCounters {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.0[class].inc();
     }
-
-    pub fn get(&self, status: u16) -> u64 {
-        self.0[(status / 100).clamp(1, 5) as usize - 1].get()
-    }
 }
 
 pub struct Metrics {

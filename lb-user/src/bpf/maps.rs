@@ -118,14 +118,4 @@ impl StatsReader {
         }
         Ok(out)
     }
-
-    /// Summed packets for one reason.
-    pub fn packets(&self, reason: Reason) -> Result<u64> {
-        Ok(self
-            .read()?
-            .into_iter()
-            .find(|(r, _)| *r == reason)
-            .map(|(_, v)| v.packets)
-            .unwrap_or(0))
-    }
 }

@@ -19,12 +19,11 @@ pub struct LoadOptions {
     pub debug_log: bool,
 }
 
-/// A loaded XDP program, its maps, and the interfaces it is attached to.
+/// The loaded XDP programs and their maps; attachments last as long as this value.
 pub struct Dataplane {
     ebpf: Ebpf,
     pub deny: DenyMaps,
     stats: Arc<StatsReader>,
-    attached: Vec<String>,
 }
 
 impl Dataplane {
@@ -51,12 +50,7 @@ impl Dataplane {
         }
         let deny = DenyMaps::new(take(&mut ebpf, MAP_DENY_V4)?, take(&mut ebpf, MAP_DENY_V6)?)?;
         let stats = Arc::new(StatsReader::new(take(&mut ebpf, MAP_STATS)?)?);
-        Ok(Dataplane {
-            ebpf,
-            deny,
-            stats,
-            attached: Vec::new(),
-        })
+        Ok(Dataplane { ebpf, deny, stats })
     }
 
     /// Attaches the main program to `iface`; it stays attached until the dataplane is dropped.
@@ -66,22 +60,12 @@ impl Dataplane {
             .with_context(|| {
                 format!("attaching XDP to {iface} in {mode:?} mode (try --xdp-mode skb if the driver lacks native XDP)")
             })?;
-        self.attached.push(iface.to_string());
         Ok(())
-    }
-
-    pub fn attached(&self) -> &[String] {
-        &self.attached
     }
 
     /// The main program, for BPF_PROG_TEST_RUN.
     pub fn program(&self) -> Result<&Xdp> {
         self.xdp(PROG_XDP)
-    }
-
-    /// The pass-through program (for veth peers in native mode).
-    pub fn pass_program(&self) -> Result<&Xdp> {
-        self.xdp(PROG_XDP_PASS)
     }
 
     pub fn stats(&self) -> Arc<StatsReader> {

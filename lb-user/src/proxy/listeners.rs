@@ -19,14 +19,10 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct ListenerSet {
     ctx: Arc<ProxyCtx>,
-    running: HashMap<(String, SocketAddr), Running>,
+    /// Accept loops by (name, address); cancelling one stops that listener only.
+    running: HashMap<(String, SocketAddr), CancellationToken>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-}
-
-struct Running {
-    stop: CancellationToken,
-    local: SocketAddr,
 }
 
 impl ListenerSet {
@@ -44,11 +40,11 @@ impl ListenerSet {
     pub async fn apply(&mut self, wanted: &[Listener]) -> Vec<String> {
         let keys: Vec<(String, SocketAddr)> =
             wanted.iter().map(|l| (l.name.clone(), l.address)).collect();
-        self.running.retain(|key, run| {
+        self.running.retain(|key, stop| {
             let keep = keys.contains(key);
             if !keep {
                 tracing::info!(listener = %key.0, address = %key.1, "listener removed");
-                run.stop.cancel();
+                stop.cancel();
             }
             keep
         });
@@ -69,20 +65,12 @@ impl ListenerSet {
                         self.shutdown.clone(),
                         self.tracker.clone(),
                     ));
-                    self.running.insert(key, Running { stop, local });
+                    self.running.insert(key, stop);
                 }
                 Err(e) => errors.push(format!("listener {} on {}: {e}", key.0, key.1)),
             }
         }
         errors
-    }
-
-    /// Bound addresses by listener name (resolves port 0).
-    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.running
-            .iter()
-            .map(|(k, r)| (k.0.clone(), r.local))
-            .collect()
     }
 
     /// Stops accepting, asks every connection to finish its in-flight request, waits up to `grace`.
