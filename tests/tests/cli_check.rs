@@ -148,3 +148,41 @@ fn deploy_configmap_passes_lb_check() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn bad_run_flags_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "lb.yaml", "listeners: []\n");
+    let out = Command::new(lb_bin())
+        .args(["run", "--xdp-mode", "fast", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("unknown XDP mode \"fast\": expected native or skb"));
+}
+
+#[test]
+fn attaching_to_a_missing_interface_fails_cleanly() {
+    lb_tests::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, "lb.yaml", "listeners: []\n");
+    let out = Command::new(lb_bin())
+        .args([
+            "run",
+            "--admin",
+            "127.0.0.1:0",
+            "--iface",
+            "nosuchif0",
+            "--xdp-mode",
+            "skb",
+            "--config",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("attaching XDP to nosuchif0"), "{text}");
+}

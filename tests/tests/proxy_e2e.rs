@@ -320,6 +320,28 @@ fn reload_adds_and_removes_listeners() {
 }
 
 #[test]
+fn admin_endpoint_answers_only_what_it_serves() {
+    let s = setup(&["a", "b", "c", "d"]);
+    let lb = Lb::start(&lb_bin(), None, &config(&s, [1, 1, 1]), s.admin, &[]).unwrap();
+    assert_eq!(lb.admin_get("/healthz").unwrap().text(), "ok\n");
+    let metrics = lb.admin_get("/metrics").unwrap();
+    assert!(
+        metrics.text().contains("# TYPE lb_http_requests counter"),
+        "{}",
+        metrics.text()
+    );
+    assert!(metrics.text().ends_with("# EOF\n"));
+    assert_eq!(lb.admin_get("/nope").unwrap().status, 404);
+    let post = http::raw(
+        s.admin,
+        b"POST /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        T,
+    )
+    .unwrap();
+    assert!(String::from_utf8_lossy(&post).starts_with("HTTP/1.1 405"));
+}
+
+#[test]
 fn sigterm_exits_cleanly() {
     let s = setup(&["a", "b", "c", "d"]);
     let lb = Lb::start(&lb_bin(), None, &config(&s, [1, 1, 1]), s.admin, &[]).unwrap();
