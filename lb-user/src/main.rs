@@ -36,6 +36,9 @@ enum Cmd {
         /// Seconds open connections get to finish on shutdown.
         #[arg(long, default_value_t = 10)]
         grace_secs: u64,
+        /// Proxy worker threads (HAProxy's nbthread). Default: one per CPU.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        workers: Option<u16>,
     },
     /// Validate a config: print every error with its field path; exit 1 if there is any.
     Check {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
             xdp_debug,
             admin,
             grace_secs,
+            workers,
         } => {
             let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info".into());
@@ -75,10 +79,11 @@ fn main() -> ExitCode {
                 admin,
                 grace: Duration::from_secs(grace_secs),
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = workers {
+                rt.worker_threads(usize::from(n));
+            }
+            let rt = match rt.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: starting the runtime: {e}");

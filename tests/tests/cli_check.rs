@@ -186,3 +186,13 @@ fn attaching_to_a_missing_interface_fails_cleanly() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("attaching XDP to nosuchif0"), "{text}");
 }
+
+#[test]
+fn workers_must_be_at_least_one() {
+    let out = Command::new(lb_bin())
+        .args(["run", "--workers", "0", "--config", "/dev/null"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--workers"));
+}

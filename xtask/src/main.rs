@@ -1,6 +1,7 @@
 //! Project tasks: `cargo xtask setup | build-ebpf | test | demo | netns-clean`.
 //! Every task first makes sure the toolchain is installed (see setup.rs).
 
+mod bench;
 mod build;
 mod demo;
 mod setup;
@@ -34,6 +35,14 @@ enum Cmd {
     },
     /// Build everything, run the balancer in network namespaces with real traffic, print a report.
     Demo,
+    /// Benchmarks against HAProxy and nginx in the same run; writes BENCHMARKS.md and plots.
+    Bench {
+        /// Suites to run (default: all that exist: l7, routes, reload, xdp, control).
+        suites: Vec<String>,
+        /// A short run (about a minute) that proves the harness works; results go to target-bench/quick.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Delete network namespaces left by killed test runs.
     NetnsClean,
 }
@@ -48,6 +57,7 @@ fn main() -> Result<()> {
         }
         Cmd::Test { args } => test::run(&args),
         Cmd::Demo => demo::run(),
+        Cmd::Bench { suites, quick } => bench::run(&suites, quick),
         Cmd::NetnsClean => {
             let n = lb_tests::netns::cleanup_stale("lbt-");
             eprintln!("removed {n} namespace(s)");

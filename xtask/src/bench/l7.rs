@@ -1,0 +1,366 @@
+//! Suite `l7`: HTTP/1.1 through `lb`, HAProxy 2.6 and nginx (each pinned to CPU 0, one worker)
+//! to one nginx origin (CPU 1), plus a direct client->origin reference: throughput, CPU per
+//! request, memory, and latency at fixed rates (open-loop probe, measured from the scheduled send).
+
+use super::proc::{cpu_seconds, rss_kib, spawn_pinned, wait_http};
+use super::wrk::{self, Load, Wrk};
+use super::{median, portable, save_config, Env, SuiteResult};
+use anyhow::{bail, Context, Result};
+use lb_tests::http::KeepAliveClient;
+use lb_tests::process::ChildGuard;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The origin every contender forwards to (nginx, CPU 1).
+pub(super) const ORIGIN: &str = "127.0.0.1:19000";
+/// The same origin on a second address (clusters need distinct endpoints).
+pub(super) const ORIGIN_2: &str = "127.0.0.1:19005";
+pub(super) const HOST: &str = "bench.test";
+const CONNECTIONS: usize = 32;
+const PROBE_CONNECTIONS: usize = 8;
+
+struct Scenario {
+    name: &'static str,
+    path: &'static str,
+    new_connection: bool,
+}
+
+const SCENARIOS: [Scenario; 4] = [
+    Scenario {
+        name: "h1 keep-alive, 3 B body",
+        path: "/small",
+        new_connection: false,
+    },
+    Scenario {
+        name: "h1 new connection per request, 3 B body",
+        path: "/small",
+        new_connection: true,
+    },
+    Scenario {
+        name: "h1 keep-alive, 1 KiB body",
+        path: "/1k",
+        new_connection: false,
+    },
+    Scenario {
+        name: "h1 keep-alive, 100 KiB body",
+        path: "/100k",
+        new_connection: false,
+    },
+];
+
+struct Contender {
+    name: &'static str,
+    addr: SocketAddr,
+    /// None for the direct reference (nothing in between).
+    process: Option<ChildGuard>,
+}
+
+pub fn run(env: &Env) -> Result<SuiteResult> {
+    let mut result = SuiteResult::new("l7");
+    let _origin = start_origin(env)?;
+    let origin: SocketAddr = ORIGIN.parse()?;
+    let mut contenders = vec![
+        Contender {
+            name: "direct",
+            addr: origin,
+            process: None,
+        },
+        start_lb(env)?,
+        start_haproxy(env)?,
+        Contender {
+            name: "nginx",
+            addr: "127.0.0.1:19003".parse()?,
+            process: Some(start_nginx(env, "nginx-proxy", 0, &nginx_proxy_conf(env))?),
+        },
+    ];
+    for c in &contenders {
+        wait_http(c.addr, HOST, "/small", Duration::from_secs(10)).with_context(|| c.name)?;
+    }
+    let scenarios: &[Scenario] = if env.quick {
+        &SCENARIOS[..1]
+    } else {
+        &SCENARIOS
+    };
+    let mut max_rate = f64::INFINITY;
+    for sc in scenarios {
+        eprintln!("bench l7: {}", sc.name);
+        for c in &contenders {
+            measure(c.addr, sc, Duration::from_secs(1))?; // warm-up
+        }
+        let mut per: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
+            vec![Default::default(); contenders.len()];
+        for _ in 0..env.reps {
+            for (i, c) in contenders.iter().enumerate() {
+                let cpu0 = c.process.as_ref().map(|p| cpu_seconds(p.id()));
+                let w = measure(c.addr, sc, env.run)?;
+                if let (Some(p), Some(cpu0)) = (&c.process, cpu0) {
+                    per[i]
+                        .1
+                        .push(w.requests / (cpu_seconds(p.id()) - cpu0).max(1e-3));
+                }
+                per[i].0.push(w.rate);
+                per[i].2.push(w.p99_ms);
+            }
+        }
+        for (c, (rate, per_cpu, p99)) in contenders.iter().zip(per) {
+            if sc.path == "/small" && !sc.new_connection && c.process.is_some() {
+                max_rate = max_rate.min(median(&rate));
+            }
+            result.push(sc.name, c.name, "throughput", "req/s", true, rate);
+            if !per_cpu.is_empty() {
+                result.push(
+                    sc.name,
+                    c.name,
+                    "requests per proxy CPU-second",
+                    "req/CPU-s",
+                    true,
+                    per_cpu,
+                );
+            }
+            result.push(
+                sc.name,
+                c.name,
+                "p99 latency at saturation",
+                "ms",
+                false,
+                p99,
+            );
+        }
+    }
+    for c in contenders.iter().filter(|c| c.process.is_some()) {
+        let kib = c.process.as_ref().map(|p| rss_kib(p.id())).unwrap_or(0);
+        result.push(
+            "memory after the runs",
+            c.name,
+            "resident memory",
+            "MiB",
+            false,
+            vec![kib as f64 / 1024.0],
+        );
+    }
+    fixed_rate_latency(env, &contenders, max_rate, &mut result)?;
+    for c in &mut contenders {
+        drop(c.process.take());
+    }
+    result.notes = vec![
+        format!(
+            "Contenders pinned to CPU 0 with one worker each (lb --workers 1, HAProxy nbthread 1, nginx worker_processes 1); \
+             the origin (nginx, 1 worker), wrk (1 thread, {CONNECTIONS} connections) and the latency probe on CPU 1."
+        ),
+        format!(
+            "{} alternating repetitions of {:?} per contender and scenario after a 1 s warm-up; medians shown.",
+            env.reps, env.run
+        ),
+        "Latency at fixed rates: an open-loop probe on 8 keep-alive connections sends at 25/50/75% of the weakest \
+         proxy's saturated throughput and times each request from its scheduled send (no coordinated omission)."
+            .into(),
+        "HTTP/2 (h2load) joins this suite when lb speaks HTTP/2 (the L7 issue).".into(),
+        "Configs of every contender: bench/results/configs/.".into(),
+    ];
+    Ok(result)
+}
+
+fn fixed_rate_latency(
+    env: &Env,
+    contenders: &[Contender],
+    max_rate: f64,
+    result: &mut SuiteResult,
+) -> Result<()> {
+    if !max_rate.is_finite() {
+        bail!("no proxy throughput measured");
+    }
+    let fractions: &[u32] = if env.quick { &[50] } else { &[25, 50, 75] };
+    for pct in fractions {
+        let rate = (max_rate * f64::from(*pct) / 100.0).round();
+        let scenario = format!("fixed rate {pct}% ({rate:.0} req/s), 3 B body");
+        eprintln!("bench l7: {scenario}");
+        let mut per: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); contenders.len()];
+        for _ in 0..env.reps {
+            for (i, c) in contenders.iter().enumerate() {
+                let mut lat = probe(c.addr, rate, env.run)?;
+                lat.sort_by(|a, b| a.total_cmp(b));
+                per[i].0.push(percentile(&lat, 50.0));
+                per[i].1.push(percentile(&lat, 99.0));
+            }
+        }
+        let direct = per[0].clone();
+        for (c, (p50, p99)) in contenders.iter().zip(&per) {
+            result.push(&scenario, c.name, "p50 latency", "ms", false, p50.clone());
+            result.push(&scenario, c.name, "p99 latency", "ms", false, p99.clone());
+            if c.process.is_some() {
+                let added: Vec<f64> = p99.iter().zip(&direct.1).map(|(a, d)| a - d).collect();
+                result.push(&scenario, c.name, "p99 added latency", "ms", false, added);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// wrk at saturation; any failed request means a broken setup, not a result.
+fn measure(addr: SocketAddr, sc: &Scenario, dur: Duration) -> Result<Wrk> {
+    let load = Load {
+        addr,
+        path: sc.path,
+        host: HOST,
+        connections: CONNECTIONS,
+        new_connection: sc.new_connection,
+        script: None,
+    };
+    let w = wrk::run(&load, dur)?;
+    if w.failures > 0.0 {
+        bail!(
+            "{addr}{}: {} failed requests during {}",
+            sc.path,
+            w.failures,
+            sc.name
+        );
+    }
+    Ok(w)
+}
+
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Sends `rate` req/s for `dur` on keep-alive connections; latencies in ms from the scheduled send.
+fn probe(addr: SocketAddr, rate: f64, dur: Duration) -> Result<Vec<f64>> {
+    let per_conn = rate / PROBE_CONNECTIONS as f64;
+    let interval = Duration::from_secs_f64(1.0 / per_conn);
+    let n = (per_conn * dur.as_secs_f64()).max(1.0) as u32;
+    let start = Instant::now() + Duration::from_millis(50);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..PROBE_CONNECTIONS)
+            .map(|c| {
+                s.spawn(move || -> Result<Vec<f64>> {
+                    let mut client = KeepAliveClient::connect(addr, Duration::from_secs(5))?;
+                    let offset = interval.mul_f64(c as f64 / PROBE_CONNECTIONS as f64);
+                    let mut lat = Vec::with_capacity(n as usize);
+                    for i in 0..n {
+                        let at = start + offset + interval * i;
+                        if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        let r = client.get(HOST, "/small")?;
+                        if r.status != 200 {
+                            bail!("status {} from {addr}", r.status);
+                        }
+                        lat.push(at.elapsed().as_secs_f64() * 1e3);
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("probe thread panicked"))??,
+            );
+        }
+        Ok(all)
+    })
+}
+
+/// The nginx origin on CPU 1 serving /small (3 B), /1k and /100k; ready when it returns.
+pub(super) fn start_origin(env: &Env) -> Result<ChildGuard> {
+    let www = env.scratch.join("www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(www.join("1k"), vec![b'x'; 1024])?;
+    std::fs::write(www.join("100k"), vec![b'x'; 100 * 1024])?;
+    let origin = start_nginx(env, "origin", 1, &origin_conf(env, &www))?;
+    wait_http(ORIGIN.parse()?, HOST, "/small", Duration::from_secs(10))?;
+    Ok(origin)
+}
+
+pub(super) fn start_nginx(env: &Env, name: &str, cpu: usize, conf: &str) -> Result<ChildGuard> {
+    let path = save_config(env, &format!("{name}.conf"), &portable(conf, &env.scratch))?;
+    let live = env.scratch.join(format!("{name}.conf"));
+    std::fs::write(&live, conf)?;
+    let live_s = live.display().to_string();
+    spawn_pinned(
+        cpu,
+        Path::new("/usr/sbin/nginx"),
+        &["-c", &live_s, "-g", "daemon off;"],
+        &env.scratch.join(format!("{name}.log")),
+    )
+    .with_context(|| format!("nginx with {}", path.display()))
+}
+
+fn nginx_common(env: &Env, name: &str) -> String {
+    let s = env.scratch.display();
+    format!(
+        "worker_processes 1;\nerror_log {s}/{name}-error.log warn;\npid {s}/{name}.pid;\nevents {{ worker_connections 4096; }}\n"
+    ) + &format!(
+        "http {{\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path {s}/{name}-body;\n  proxy_temp_path {s}/{name}-proxy;\n  fastcgi_temp_path {s}/{name}-fcgi;\n  uwsgi_temp_path {s}/{name}-uwsgi;\n  scgi_temp_path {s}/{name}-scgi;\n"
+    )
+}
+
+fn origin_conf(env: &Env, www: &Path) -> String {
+    nginx_common(env, "origin")
+        + &format!(
+            "  server {{\n    listen {ORIGIN};\n    listen {ORIGIN_2};\n    root {};\n    location = /small {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
+            www.display()
+        )
+}
+
+fn nginx_proxy_conf(env: &Env) -> String {
+    nginx_common(env, "nginx-proxy")
+        + &format!(
+            "  upstream origin {{ server {ORIGIN}; keepalive 64; keepalive_requests 1000000; }}\n  server {{\n    listen 127.0.0.1:19003;\n    location / {{\n      proxy_pass http://origin;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+        )
+}
+
+fn start_haproxy(env: &Env) -> Result<Contender> {
+    let conf = format!(
+        "global\n  nbthread 1\n  maxconn 4096\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n  http-reuse always\n\nfrontend fe\n  bind 127.0.0.1:19002\n  default_backend origin\n\nbackend origin\n  server o1 {ORIGIN}\n"
+    );
+    save_config(env, "haproxy.cfg", &conf)?;
+    let live = env.scratch.join("haproxy.cfg");
+    std::fs::write(&live, &conf)?;
+    let live_s = live.display().to_string();
+    let process = spawn_pinned(
+        0,
+        Path::new("/usr/sbin/haproxy"),
+        &["-db", "-f", &live_s],
+        &env.scratch.join("haproxy.log"),
+    )?;
+    Ok(Contender {
+        name: "haproxy",
+        addr: "127.0.0.1:19002".parse()?,
+        process: Some(process),
+    })
+}
+
+fn start_lb(env: &Env) -> Result<Contender> {
+    let conf = format!(
+        "listeners: [{{name: http, address: \"127.0.0.1:19001\"}}]\nroutes: [{{hosts: [\"*\"], cluster: origin}}]\nclusters:\n  - name: origin\n    endpoints: [{{address: \"{ORIGIN}\"}}]\n"
+    );
+    save_config(env, "lb.yaml", &conf)?;
+    let live = env.scratch.join("lb.yaml");
+    std::fs::write(&live, &conf)?;
+    let live_s = live.display().to_string();
+    let process = spawn_pinned(
+        0,
+        &env.lb,
+        &[
+            "run",
+            "--config",
+            &live_s,
+            "--workers",
+            "1",
+            "--admin",
+            "127.0.0.1:19901",
+        ],
+        &env.scratch.join("lb.log"),
+    )?;
+    Ok(Contender {
+        name: "lb",
+        addr: "127.0.0.1:19001".parse()?,
+        process: Some(process),
+    })
+}
