@@ -103,7 +103,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 /// The file source: re-read, validate, and publish a new snapshot, or keep the old one.
 fn reload(path: &Path, tx: &watch::Sender<Arc<Snapshot>>, metrics: &Metrics) {
     let current = tx.borrow().version;
-    match config::load_file(path) {
+    match config::load_file_for_reload(path) {
         Err(errors) => {
             for e in &errors.0 {
                 tracing::error!(field = %e.path, "{}", e.message);

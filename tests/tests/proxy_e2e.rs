@@ -276,6 +276,16 @@ fn reload_applies_valid_configs_and_keeps_serving_on_invalid_ones() {
             .unwrap(),
         1.0
     );
+    // Empty (a file caught mid-write): rejected too, never "serve nothing".
+    lb.reload("").unwrap();
+    wait_metric(
+        &lb,
+        "lb_config_reloads_total",
+        &[("result", "invalid")],
+        2.0,
+    );
+    assert!(lb.log().contains("is empty"), "{}", lb.log());
+    assert_eq!(tally(&mut client, "web.test", 4).get("c"), Some(&4));
     assert_eq!(
         lb.metric("lb_config_reloads_total", &[("result", "ok")])
             .unwrap(),

@@ -55,13 +55,32 @@ impl std::error::Error for ConfigErrors {}
 const MAX_ERRORS: usize = 100;
 
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    parse(&read(path)?)
+}
+
+/// Like [`load_file`], but an empty document is an error: on a reload it is far more likely a
+/// file caught mid-write or wiped than a wish to stop serving everything.
+pub fn load_file_for_reload(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = read(path)?;
+    if serde_yaml::from_str::<Value>(&text).is_ok_and(|v| v.is_null()) {
+        return Err(ConfigErrors(vec![ConfigError::new(
+            "",
+            format!(
+                "{} is empty (caught mid-write? write a temp file and rename it over)",
+                path.display()
+            ),
+        )]));
+    }
+    parse(&text)
+}
+
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError::new(
             "",
             format!("cannot read {}: {e}", path.display()),
         )])
-    })?;
-    parse(&text)
+    })
 }
 
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {

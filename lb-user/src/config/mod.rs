@@ -5,7 +5,7 @@ mod load;
 mod types;
 mod validate;
 
-pub use load::{load_file, parse, ConfigError, ConfigErrors};
+pub use load::{load_file, load_file_for_reload, parse, ConfigError, ConfigErrors};
 pub use types::*;
 
 #[cfg(test)]
