@@ -2,7 +2,7 @@
 //! of two endpoints): start-to-serving time, memory, and config change -> applied latency, for
 //! `lb` (file + SIGHUP) and HAProxy (map file + master-worker seamless reload, SIGUSR2).
 
-use super::proc::{rss_kib, spawn_pinned, wait_http};
+use super::proc::{rss_kib, spawn_pinned, wait_http, write_atomic};
 use super::{l7, save_config, Env, SuiteResult};
 use anyhow::Result;
 use lb_tests::process::ChildGuard;
@@ -227,7 +227,7 @@ impl Contestant {
             Kind::Lb => (lb_config(self.n, &probes), LB.parse()?),
             Kind::Haproxy => (haproxy_map(self.n, &probes), HAPROXY.parse()?),
         };
-        std::fs::write(&self.config, text)?;
+        write_atomic(&self.config, &text)?;
         let pid = Pid::from_raw(self.process.id() as i32);
         let t = match self.kind {
             Kind::Lb => {

@@ -92,6 +92,14 @@ pub fn rss_kib(pid: u32) -> u64 {
         .sum()
 }
 
+/// Replaces `path` atomically (temp file + rename), as operators and kubelet update configs:
+/// a reload never sees a half-written file.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming over {}", path.display()))
+}
+
 /// Polls `GET path` with `host` until it answers 200; returns how long that took.
 pub fn wait_http(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> Result<Duration> {
     let start = Instant::now();

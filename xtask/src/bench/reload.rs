@@ -2,7 +2,7 @@
 //! (file + SIGHUP) against HAProxy (master-worker seamless reload, SIGUSR2): failed requests,
 //! p99, throughput, and how many of the changes were actually applied.
 
-use super::proc::{spawn_pinned, wait_http};
+use super::proc::{spawn_pinned, wait_http, write_atomic};
 use super::wrk::{self, Load};
 use super::{l7, save_config, Env, SuiteResult};
 use anyhow::{Context, Result};
@@ -89,7 +89,7 @@ fn measure(env: &Env, lb: bool, dur: Duration) -> Result<[f64; 4]> {
     };
     let write = |k: u64| -> Result<()> {
         let text = if lb { lb_config(k) } else { haproxy_config(k) };
-        std::fs::write(&config, text).context("writing the config")
+        write_atomic(&config, &text).context("writing the config")
     };
     write(0)?;
     let cfg = config.display().to_string();

@@ -75,12 +75,13 @@ pub fn write(env: &Env, md: &Path) -> Result<()> {
     Ok(())
 }
 
-const PLOTTED: [&str; 5] = [
+const PLOTTED: [&str; 6] = [
     "throughput",
     "p99 latency",
     "time per packet",
     "start to serving",
     "change to applied, p50",
+    "failed requests",
 ];
 
 const METHOD: &str = "## Method (enforced by the harness)\n\n\
