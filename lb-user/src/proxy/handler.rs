@@ -125,8 +125,12 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// Removes RFC 9110 hop-by-hop headers and every header the Connection header names.
+/// Removes RFC 9110 hop-by-hop headers and every header the Connection header names. Most
+/// messages carry none: one scan of the names present (no hashing) skips the removals.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)

@@ -3,7 +3,7 @@
 //! `lb` (file + SIGHUP) and HAProxy (map file + master-worker seamless reload, SIGUSR2).
 
 use super::proc::{rss_kib, spawn_pinned, wait_http, write_atomic};
-use super::{l7, save_config, Env, SuiteResult};
+use super::{haproxy_head, l7, save_config, Env, SuiteResult};
 use anyhow::Result;
 use lb_tests::process::ChildGuard;
 use nix::sys::signal::{kill, Signal};
@@ -265,10 +265,8 @@ fn lb_config(n: usize, probes: &[String]) -> String {
 }
 
 fn haproxy_config(n: usize, map: &Path) -> String {
-    let mut s = format!(
-        "global\n  nbthread 1\n  maxconn 4096\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\nfrontend fe\n  bind {HAPROXY}\n  use_backend %[req.hdr(host),lower,map({})]\n\n",
-        map.display()
-    );
+    let route = format!("use_backend %[req.hdr(host),lower,map({})]", map.display());
+    let mut s = haproxy_head(HAPROXY, &route, "");
     for i in 0..n {
         let _ = writeln!(
             s,

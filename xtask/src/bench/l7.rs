@@ -4,7 +4,7 @@
 
 use super::proc::{cpu_seconds, rss_kib, spawn_pinned, wait_http};
 use super::wrk::{self, Load, Wrk};
-use super::{median, portable, save_config, Env, SuiteResult};
+use super::{haproxy_head, live_config, median, portable, save_config, Env, SuiteResult};
 use anyhow::{bail, Context, Result};
 use lb_tests::http::KeepAliveClient;
 use lb_tests::process::ChildGuard;
@@ -316,13 +316,9 @@ fn nginx_proxy_conf(env: &Env) -> String {
 }
 
 fn start_haproxy(env: &Env) -> Result<Contender> {
-    let conf = format!(
-        "global\n  nbthread 1\n  maxconn 4096\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n  http-reuse always\n\nfrontend fe\n  bind 127.0.0.1:19002\n  default_backend origin\n\nbackend origin\n  server o1 {ORIGIN}\n"
-    );
-    save_config(env, "haproxy.cfg", &conf)?;
-    let live = env.scratch.join("haproxy.cfg");
-    std::fs::write(&live, &conf)?;
-    let live_s = live.display().to_string();
+    let conf = haproxy_head("127.0.0.1:19002", "default_backend origin", "")
+        + &format!("backend origin\n  server o1 {ORIGIN}\n");
+    let live_s = live_config(env, "haproxy.cfg", &conf)?;
     let process = spawn_pinned(
         0,
         Path::new("/usr/sbin/haproxy"),
@@ -340,10 +336,7 @@ fn start_lb(env: &Env) -> Result<Contender> {
     let conf = format!(
         "listeners: [{{name: http, address: \"127.0.0.1:19001\"}}]\nroutes: [{{hosts: [\"*\"], cluster: origin}}]\nclusters:\n  - name: origin\n    endpoints: [{{address: \"{ORIGIN}\"}}]\n"
     );
-    save_config(env, "lb.yaml", &conf)?;
-    let live = env.scratch.join("lb.yaml");
-    std::fs::write(&live, &conf)?;
-    let live_s = live.display().to_string();
+    let live_s = live_config(env, "lb.yaml", &conf)?;
     let process = spawn_pinned(
         0,
         &env.lb,

@@ -230,6 +230,24 @@ fn install_peers() -> Result<()> {
     Ok(())
 }
 
+/// The HAProxy config every suite shares: one thread, HTTP keep-alive on both sides, a
+/// frontend on `bind` routed by `route`; the suite appends its backends.
+pub fn haproxy_head(bind: &str, route: &str, extra_global: &str) -> String {
+    format!(
+        "global\n  nbthread 1\n  maxconn 4096\n{extra_global}\ndefaults\n  mode http\n  timeout connect 5s\n  \
+         timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n  http-reuse always\n\n\
+         frontend fe\n  bind {bind}\n  {route}\n\n"
+    )
+}
+
+/// Saves `conf` beside the results as `name` and writes the live copy; returns the live path.
+pub fn live_config(env: &Env, name: &str, conf: &str) -> Result<String> {
+    save_config(env, name, conf)?;
+    let live = env.scratch.join(name);
+    std::fs::write(&live, conf)?;
+    Ok(live.display().to_string())
+}
+
 /// Saves a contender's exact config beside the results.
 pub fn save_config(env: &Env, name: &str, text: &str) -> Result<PathBuf> {
     let dir = env.out.join("configs");

@@ -4,7 +4,7 @@
 
 use super::proc::{spawn_pinned, wait_http, write_atomic};
 use super::wrk::{self, Load};
-use super::{l7, save_config, Env, SuiteResult};
+use super::{haproxy_head, l7, save_config, Env, SuiteResult};
 use anyhow::{Context, Result};
 use lb_tests::process::ChildGuard;
 use nix::sys::signal::{kill, Signal};
@@ -183,9 +183,10 @@ fn lb_config(k: u64) -> String {
 
 fn haproxy_config(k: u64) -> String {
     let (a, b) = weights(k);
-    format!(
-        "global\n  nbthread 1\n  maxconn 4096\n  hard-stop-after 5s\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n  http-reuse always\n\nfrontend fe\n  bind {HAPROXY}\n  default_backend origin\n\nbackend origin\n  server o1 {} weight {a}\n  server o2 {} weight {b}\n",
-        l7::ORIGIN,
-        l7::ORIGIN_2
-    )
+    haproxy_head(HAPROXY, "default_backend origin", "  hard-stop-after 5s\n")
+        + &format!(
+            "backend origin\n  server o1 {} weight {a}\n  server o2 {} weight {b}\n",
+            l7::ORIGIN,
+            l7::ORIGIN_2
+        )
 }

@@ -4,7 +4,7 @@
 
 use super::proc::{spawn_pinned, wait_http};
 use super::wrk::{self, Load};
-use super::{l7, save_config, Env, SuiteResult};
+use super::{haproxy_head, l7, save_config, Env, SuiteResult};
 use anyhow::{bail, Result};
 use lb_tests::process::ChildGuard;
 use std::fmt::Write as _;
@@ -158,10 +158,8 @@ fn lb_config(n: usize) -> String {
 }
 
 fn haproxy_config(map: &Path) -> String {
-    let mut s = format!(
-        "global\n  nbthread 1\n  maxconn 4096\n\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n  http-reuse always\n\nfrontend fe\n  bind {HAPROXY}\n  use_backend %[req.hdr(host),lower,map({})]\n\n",
-        map.display()
-    );
+    let route = format!("use_backend %[req.hdr(host),lower,map({})]", map.display());
+    let mut s = haproxy_head(HAPROXY, &route, "");
     for c in 0..CLUSTERS {
         let _ = writeln!(s, "backend c{c}\n  server s1 {}\n", l7::ORIGIN);
     }
