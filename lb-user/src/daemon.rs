@@ -1,11 +1,13 @@
 //! `lb run`: load the config, load/attach XDP, then one direction of data: the file source
 //! (SIGHUP) -> snapshot on a watch -> consumers (proxy table + listeners, XDP maps).
 
+use crate::accesslog::AccessLog;
 use crate::admin::{self, metrics::Metrics};
 use crate::bpf::{Dataplane, LoadOptions};
 use crate::config;
 use crate::proxy::{listeners::ListenerSet, table::Table, ProxyCtx};
 use crate::snapshot::{self, Snapshot};
+use crate::source;
 use anyhow::{anyhow, bail, Result};
 use arc_swap::ArcSwap;
 use aya::programs::XdpMode;
@@ -26,11 +28,19 @@ pub struct RunOptions {
     pub admin: SocketAddr,
     /// How long open connections get to finish after SIGTERM.
     pub grace: Duration,
+    /// Poll the config and certificate files this often and reload on change (None: SIGHUP only).
+    pub watch: Option<Duration>,
 }
+
+/// Access-log lines that may wait for the writer thread before new ones are dropped (counted).
+const ACCESS_LOG_QUEUE: usize = 65536;
 
 pub async fn run(opts: RunOptions) -> Result<()> {
     let cfg = config::load_file(&opts.config)
         .map_err(|e| anyhow!("{}: invalid config:\n{e}", opts.config.display()))?;
+    let tls = source::load_tls(&cfg)
+        .map_err(|e| anyhow!("{}: invalid config:\n{e}", opts.config.display()))?;
+    let mut watched = source::fingerprint(&opts.config, Some(&cfg));
     let mut dataplane = if opts.ifaces.is_empty() {
         if !cfg.xdp.deny.is_empty() {
             tracing::warn!(
@@ -50,7 +60,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     };
     let metrics = Arc::new(Metrics::new(dataplane.as_ref().map(|d| d.stats())));
 
-    let first = Arc::new(snapshot::build(&cfg, 1));
+    let first = Arc::new(snapshot::build(&cfg, tls, 1));
+    let log = Arc::new(AccessLog::stdout(cfg.access_log.format, ACCESS_LOG_QUEUE));
     if let Some(dp) = dataplane.as_mut() {
         let report = dp.deny.apply(&first.deny)?;
         tracing::info!(
@@ -61,11 +72,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         metrics.set_applied("xdp", first.version);
     }
     let ctx = Arc::new(ProxyCtx {
-        table: ArcSwap::from_pointee(Table::build(first.clone(), None, &metrics)),
+        table: ArcSwap::from_pointee(Table::build(first.clone(), None, &metrics, log)),
         metrics: metrics.clone(),
     });
     let mut listeners = ListenerSet::new(ctx.clone());
-    let errors = listeners.apply(&first.listeners).await;
+    let errors = listeners.apply(first.listeners()).await;
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));
     }
@@ -81,9 +92,19 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut poll = tokio::time::interval(opts.watch.unwrap_or(Duration::from_secs(3600)));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&opts.config, &tx, &metrics),
+            _ = hup.recv() => reload(&opts.config, &tx, &metrics, &mut watched),
+            _ = poll.tick(), if opts.watch.is_some() => {
+                let now = source::fingerprint(&opts.config, Some(&tx.borrow().config));
+                if now != watched {
+                    tracing::info!("config or certificate files changed");
+                    reload(&opts.config, &tx, &metrics, &mut watched);
+                    watched = now;
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -100,10 +121,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     Ok(())
 }
 
-/// The file source: re-read, validate, and publish a new snapshot, or keep the old one.
-fn reload(path: &Path, tx: &watch::Sender<Arc<Snapshot>>, metrics: &Metrics) {
+/// The file source: re-read, validate, load TLS material, and publish a new snapshot, or keep
+/// the old one.
+fn reload(
+    path: &Path,
+    tx: &watch::Sender<Arc<Snapshot>>,
+    metrics: &Metrics,
+    watched: &mut Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)>,
+) {
     let current = tx.borrow().version;
-    match config::load_file_for_reload(path) {
+    let loaded = config::load_file_for_reload(path)
+        .and_then(|cfg| source::load_tls(&cfg).map(|tls| (cfg, tls)));
+    match loaded {
         Err(errors) => {
             for e in &errors.0 {
                 tracing::error!(field = %e.path, "{}", e.message);
@@ -114,9 +143,10 @@ fn reload(path: &Path, tx: &watch::Sender<Arc<Snapshot>>, metrics: &Metrics) {
             );
             metrics.reload("invalid");
         }
-        Ok(cfg) => {
+        Ok((cfg, tls)) => {
             let version = current + 1;
-            tx.send_replace(Arc::new(snapshot::build(&cfg, version)));
+            *watched = source::fingerprint(path, Some(&cfg));
+            tx.send_replace(Arc::new(snapshot::build(&cfg, tls, version)));
             tracing::info!(version, "config reloaded");
             metrics.reload("ok");
         }
@@ -130,9 +160,19 @@ async fn apply_to_proxy(
 ) -> ListenerSet {
     while rx.changed().await.is_ok() {
         let snap = rx.borrow_and_update().clone();
-        let table = Table::build(snap.clone(), Some(&ctx.table.load()), &ctx.metrics);
+        let prev = ctx.table.load_full();
+        let log = if prev.log.format() == snap.config.access_log.format {
+            prev.log.clone()
+        } else {
+            Arc::new(AccessLog::stdout(
+                snap.config.access_log.format,
+                ACCESS_LOG_QUEUE,
+            ))
+        };
+        let table = Table::build(snap.clone(), Some(&prev), &ctx.metrics, log);
+        drop(prev);
         ctx.table.store(Arc::new(table));
-        for e in listeners.apply(&snap.listeners).await {
+        for e in listeners.apply(snap.listeners()).await {
             tracing::error!("{e}");
         }
         ctx.metrics.set_applied("proxy", snap.version);

@@ -1,10 +1,16 @@
 //! The `lb` daemon as a library: config model, snapshot, XDP dataplane control, L7 proxy and
 //! admin endpoint. The binary (main.rs) is only the command line around [`daemon::run`].
 
+pub mod accesslog;
 pub mod admin;
 pub mod bpf;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod maglev;
 pub mod proxy;
+pub mod proxy_protocol;
+pub mod ratelimit;
 pub mod snapshot;
+pub mod source;
+pub mod tls;

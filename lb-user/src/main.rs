@@ -36,6 +36,10 @@ enum Cmd {
         /// Seconds open connections get to finish on shutdown.
         #[arg(long, default_value_t = 10)]
         grace_secs: u64,
+        /// Seconds between checks of the config and certificate files for changes (0: reload
+        /// only on SIGHUP).
+        #[arg(long, default_value_t = 2)]
+        watch_secs: u64,
         /// Proxy worker threads (HAProxy's nbthread). Default: one per CPU.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         workers: Option<u16>,
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
             xdp_debug,
             admin,
             grace_secs,
+            watch_secs,
             workers,
         } => {
             let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -68,7 +73,8 @@ fn main() -> ExitCode {
                 }
             }
             tracing_subscriber::fmt()
-                .with_writer(std::io::stdout)
+                // stdout carries the access log.
+                .with_writer(std::io::stderr)
                 .with_env_filter(filter)
                 .init();
             let opts = daemon::RunOptions {
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
                 xdp_debug,
                 admin,
                 grace: Duration::from_secs(grace_secs),
+                watch: (watch_secs > 0).then(|| Duration::from_secs(watch_secs)),
             };
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = workers {
@@ -102,7 +109,7 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match config::load_file(path) {
+    match config::load_file(path).and_then(|cfg| lb_user::source::load_tls(&cfg).map(|_| cfg)) {
         Ok(cfg) => {
             let endpoints: usize = cfg.clusters.iter().map(|c| c.endpoints.len()).sum();
             println!(

@@ -183,7 +183,7 @@ fn attaching_to_a_missing_interface_fails_cleanly() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("attaching XDP to nosuchif0"), "{text}");
 }
 

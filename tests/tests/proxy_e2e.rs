@@ -372,7 +372,7 @@ fn invalid_config_at_startup_is_refused_with_the_field() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("listeners[0].address"), "{text}");
 }
 

@@ -161,7 +161,7 @@ fn load() -> Dataplane {
     let mut dp =
         Dataplane::load(LoadOptions::default()).expect("load the XDP object (root needed)");
     let cfg = config::parse(DENY_CONFIG).expect("fixture config");
-    let snap = snapshot::build(&cfg, 1);
+    let snap = snapshot::build(&cfg, Default::default(), 1);
     dp.deny.apply(&snap.deny).expect("seed deny maps");
     dp
 }
@@ -307,13 +307,19 @@ fn deny_list_updates_apply_as_diffs() {
     // Reload: 192.0.2.0/24 leaves, 203.0.113.0/24 arrives, the rest stays.
     let cfg =
         config::parse("xdp: {deny: [198.51.100.7, '2001:db8:bad::/48', 203.0.113.0/24]}").unwrap();
-    let report = dp.deny.apply(&snapshot::build(&cfg, 2).deny).unwrap();
+    let report = dp
+        .deny
+        .apply(&snapshot::build(&cfg, Default::default(), 2).deny)
+        .unwrap();
     assert_eq!((report.added, report.updated, report.removed), (1, 2, 1));
     assert_eq!(run(&dp, &denied).unwrap().0, Verdict::Pass.action());
     assert_eq!(run(&dp, &newly).unwrap().0, Verdict::Drop.action());
 
     // Applying the same list again changes nothing.
-    let report = dp.deny.apply(&snapshot::build(&cfg, 3).deny).unwrap();
+    let report = dp
+        .deny
+        .apply(&snapshot::build(&cfg, Default::default(), 3).deny)
+        .unwrap();
     assert_eq!((report.added, report.updated, report.removed), (0, 0, 0));
     assert_eq!(dp.deny.len(), 3);
 }

@@ -46,6 +46,12 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     applied: Family<ConsumerLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
+    retries: Family<ClusterLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -76,6 +82,12 @@ impl Metrics {
             "Configuration reloads, by result (ok, invalid, failed)",
             reloads.clone(),
         );
+        let retries = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "lb_http_retries",
+            "Upstream retries (and redispatches), by cluster",
+            retries.clone(),
+        );
         if let Some(stats) = xdp {
             registry.register_collector(Box::new(XdpCollector(stats)));
         }
@@ -84,6 +96,7 @@ impl Metrics {
             requests,
             applied,
             reloads,
+            retries,
         }
     }
 
@@ -98,6 +111,14 @@ impl Metrics {
                 })
                 .clone()
         }))
+    }
+
+    pub fn retries(&self, cluster: &str) -> Counter {
+        self.retries
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.to_string(),
+            })
+            .clone()
     }
 
     pub fn set_applied(&self, consumer: &'static str, version: u64) {

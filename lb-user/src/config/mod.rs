@@ -1,12 +1,21 @@
 //! The typed configuration model (standalone YAML today, Kubernetes objects later) and its
 //! loading: serde with deny_unknown_fields, every error collected with its field path, validate().
 
+mod cluster;
 mod load;
+mod route;
+mod scalars;
 mod types;
 mod validate;
+mod validate_route;
 
+pub use cluster::*;
 pub use load::{load_file, load_file_for_reload, parse, ConfigError, ConfigErrors};
+pub use route::*;
+pub use scalars::*;
 pub use types::*;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_l7;

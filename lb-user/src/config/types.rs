@@ -1,9 +1,14 @@
-//! Config types as operators write them. Scalars that need checking (weights, CIDRs, durations)
-//! are newtypes whose Deserialize says exactly what is wrong, so errors name the field.
+//! Top-level config types as operators write them: listeners (TLS, PROXY protocol, limits,
+//! forwarding trust), the access log and the XDP section. Routes and clusters have their own files.
 
-use ipnet::IpNet;
-use serde::{de, Deserialize, Deserializer};
-use std::{fmt, net::SocketAddr, time::Duration};
+use super::cluster::Cluster;
+use super::route::Route;
+use super::scalars::{Cidr, Interval};
+use crate::accesslog::LogFormat;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -11,11 +16,13 @@ pub struct Config {
     /// Where the L7 workers accept HTTP connections.
     #[serde(default)]
     pub listeners: Vec<Listener>,
-    /// Host-based routes to clusters; the first route naming a host owns it.
+    /// Routes, matched by host then path/method/headers/query (see docs/config.md for precedence).
     #[serde(default)]
     pub routes: Vec<Route>,
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+    #[serde(default)]
+    pub access_log: AccessLog,
     #[serde(default)]
     pub xdp: Xdp,
 }
@@ -25,37 +32,131 @@ pub struct Config {
 pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Route {
-    /// Host header values (exact, case-insensitive, port ignored); `"*"` matches any host.
-    pub hosts: Vec<String>,
-    /// Name of the cluster that serves these hosts.
-    pub cluster: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Cluster {
-    pub name: String,
+    /// Terminate TLS here (certificates chosen by SNI).
     #[serde(default)]
-    pub endpoints: Vec<Endpoint>,
-    /// Time allowed to establish a TCP connection to an endpoint (HAProxy `timeout connect`).
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: Interval,
-    /// Time allowed from sending the request until the response headers arrive (then 504).
-    #[serde(default = "default_response_timeout")]
-    pub response_timeout: Interval,
+    pub tls: Option<ListenerTls>,
+    /// Accept HTTP/2: h2c with prior knowledge in clear text, `h2` by ALPN over TLS.
+    #[serde(default = "yes")]
+    pub http2: bool,
+    /// Expect a PROXY protocol v1/v2 header from these sources.
+    #[serde(default)]
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// Open client connections at most; further clients wait in the kernel backlog (0 = no limit).
+    #[serde(default)]
+    pub max_connections: u32,
+    /// Requests per second per client IP (token bucket); over it the client gets 429.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Who may set X-Forwarded-* / Forwarded headers that we keep (append to).
+    #[serde(default)]
+    pub forwarded: Forwarded,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Endpoint {
-    pub address: SocketAddr,
+pub struct ListenerTls {
+    /// PEM certificate chains and keys; names served come from each certificate's SANs.
+    pub certificates: Vec<CertificateFiles>,
+    /// Index into `certificates` served when SNI is missing or unknown; `none` refuses the
+    /// handshake instead. Default: the first certificate (as HAProxy does).
     #[serde(default)]
-    pub weight: Weight,
+    pub default_certificate: DefaultCert,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DefaultCert {
+    #[default]
+    First,
+    Index(usize),
+    None,
+}
+
+impl<'de> Deserialize<'de> for DefaultCert {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_yaml::Value::deserialize(d)?;
+        match &v {
+            serde_yaml::Value::Number(n) if n.as_u64().is_some() => {
+                Ok(DefaultCert::Index(n.as_u64().unwrap_or(0) as usize))
+            }
+            serde_yaml::Value::String(s) if s == "none" => Ok(DefaultCert::None),
+            _ => Err(serde::de::Error::custom(
+                "default_certificate must be an index into certificates or \"none\"",
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyProtocol {
+    /// Peers that must send a PROXY header (garbage from them closes the connection). Other
+    /// peers are served as plain clients: a PROXY header from them is a bad request.
+    pub trusted: Vec<Cidr>,
+    #[serde(default = "default_proxy_timeout")]
+    pub timeout: Interval,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests_per_second: u32,
+    /// Bucket size: requests a client may send at once after being idle. Default: the rate.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request head (request line + headers) in bytes; larger gets 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Most request header fields; more gets 431.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Largest request body in bytes (0 = no limit); larger gets 413.
+    #[serde(default)]
+    pub max_body_bytes: u64,
+    /// Time a client has to send a request head, and keep-alive idle time between requests.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Interval,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+            max_body_bytes: 0,
+            header_timeout: default_header_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Forwarded {
+    /// Clients whose X-Forwarded-For / Forwarded values are kept and appended to; from anyone
+    /// else they are overwritten with what we saw.
+    #[serde(default)]
+    pub trusted: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    /// `json` (default), `text` (HAProxy httplog-like) or `off`.
+    #[serde(default)]
+    pub format: LogFormat,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -66,154 +167,22 @@ pub struct Xdp {
     pub deny: Vec<Cidr>,
 }
 
-fn default_connect_timeout() -> Interval {
+pub(super) fn yes() -> bool {
+    true
+}
+
+fn default_proxy_timeout() -> Interval {
     Interval(Duration::from_secs(5))
 }
 
-fn default_response_timeout() -> Interval {
-    Interval(Duration::from_secs(60))
+fn default_max_header_bytes() -> usize {
+    64 * 1024
 }
 
-/// Endpoint weight, 0..=256 as in HAProxy; 0 drains (no new requests), default 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Weight(pub u16);
-
-impl Weight {
-    pub const MAX: u16 = 256;
+fn default_max_headers() -> usize {
+    100
 }
 
-impl Default for Weight {
-    fn default() -> Self {
-        Weight(1)
-    }
-}
-
-impl<'de> Deserialize<'de> for Weight {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = i64::deserialize(d)
-            .map_err(|_| de::Error::custom("weight must be an integer between 0 and 256"))?;
-        if !(0..=Weight::MAX as i64).contains(&raw) {
-            return Err(de::Error::custom(format!(
-                "weight must be between 0 and 256, got {raw}"
-            )));
-        }
-        Ok(Weight(raw as u16))
-    }
-}
-
-/// An IPv4 or IPv6 prefix (`10.0.0.0/8`, `2001:db8::/32`); a bare address means one host.
-/// Host bits below the prefix are cleared (`10.1.2.3/8` is `10.0.0.0/8`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Cidr(pub IpNet);
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if let Ok(net) = s.parse::<IpNet>() {
-            return Ok(Cidr(net.trunc()));
-        }
-        if let Ok(addr) = s.parse::<std::net::IpAddr>() {
-            return Ok(Cidr(IpNet::from(addr)));
-        }
-        Err(format!(
-            "invalid CIDR {s:?}: expected an address or address/prefix like 192.0.2.0/24 or 2001:db8::/32"
-        ))
-    }
-}
-
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)
-            .map_err(|_| de::Error::custom("a CIDR must be a string like 192.0.2.0/24"))?;
-        s.parse().map_err(de::Error::custom)
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A duration written as `250ms`, `5s`, `2m` or `1h`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Interval(pub Duration);
-
-impl std::str::FromStr for Interval {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || {
-            format!("invalid duration {s:?}: expected a number with a unit (ms, s, m, h), like 5s")
-        };
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().map_err(|_| bad())?;
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            _ => return Err(bad()),
-        };
-        if d.is_zero() {
-            return Err(format!("invalid duration {s:?}: must be greater than zero"));
-        }
-        Ok(Interval(d))
-    }
-}
-
-impl<'de> Deserialize<'de> for Interval {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)
-            .map_err(|_| de::Error::custom("a duration must be a string like 5s or 250ms"))?;
-        s.parse().map_err(de::Error::custom)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cidr_forms() {
-        assert_eq!(
-            "10.1.2.3/8".parse::<Cidr>().unwrap().to_string(),
-            "10.0.0.0/8"
-        );
-        assert_eq!(
-            "192.0.2.7".parse::<Cidr>().unwrap().to_string(),
-            "192.0.2.7/32"
-        );
-        assert_eq!(
-            "2001:db8::1".parse::<Cidr>().unwrap().to_string(),
-            "2001:db8::1/128"
-        );
-        for bad in [
-            "10.0.0.300/8",
-            "10.0.0.0/33",
-            "2001:db8::/129",
-            "",
-            "abc",
-            "10.0.0.0/",
-        ] {
-            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn interval_forms() {
-        assert_eq!(
-            "250ms".parse::<Interval>().unwrap().0,
-            Duration::from_millis(250)
-        );
-        assert_eq!(
-            "2m".parse::<Interval>().unwrap().0,
-            Duration::from_secs(120)
-        );
-        for bad in ["5", "s", "5 s", "0s", "-1s", "1.5s", "5d"] {
-            assert!(bad.parse::<Interval>().is_err(), "{bad}");
-        }
-    }
+fn default_header_timeout() -> Interval {
+    Interval(Duration::from_secs(30))
 }

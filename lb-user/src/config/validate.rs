@@ -1,9 +1,13 @@
 //! Semantic checks the types cannot express: unique names, known references, valid hosts,
 //! capacities. Each error names the field it is about.
 
-use super::{Config, ConfigError};
+use super::validate_route::{header_name_ok, token_ok};
+use super::{Balance, Cluster, Config, ConfigError, DefaultCert, HashOn, Listener};
 use lb_common::DENY_CAPACITY;
 use std::collections::{HashMap, HashSet};
+
+/// hyper cannot buffer a request head smaller than this.
+const MIN_HEADER_BYTES: usize = 8192;
 
 /// All semantic errors in `cfg`. `pruned` holds names of items that already failed to parse:
 /// references to them are not errors of their own.
@@ -21,6 +25,7 @@ pub(super) fn validate(cfg: &Config, pruned: &HashSet<String>) -> Vec<ConfigErro
                 format!("address {} is already used by listeners[{prev}]", l.address),
             ));
         }
+        listener(&mut errs, &at, l);
     }
 
     let mut clusters = HashMap::new();
@@ -43,37 +48,10 @@ pub(super) fn validate(cfg: &Config, pruned: &HashSet<String>) -> Vec<ConfigErro
                 ));
             }
         }
+        cluster(&mut errs, &at, c);
     }
 
-    let mut hosts: HashMap<String, usize> = HashMap::new();
-    for (i, r) in cfg.routes.iter().enumerate() {
-        let at = format!("routes[{i}]");
-        if r.hosts.is_empty() {
-            errs.push(ConfigError::new(
-                format!("{at}.hosts"),
-                "must list at least one host (\"*\" matches any)",
-            ));
-        }
-        for (k, h) in r.hosts.iter().enumerate() {
-            let at = format!("{at}.hosts[{k}]");
-            if let Err(msg) = check_host(h) {
-                errs.push(ConfigError::new(&at, msg));
-                continue;
-            }
-            if let Some(prev) = hosts.insert(h.to_ascii_lowercase(), i) {
-                errs.push(ConfigError::new(
-                    &at,
-                    format!("host {h:?} is already routed by routes[{prev}]"),
-                ));
-            }
-        }
-        if !clusters.contains_key(r.cluster.as_str()) && !pruned.contains(&r.cluster) {
-            errs.push(ConfigError::new(
-                format!("{at}.cluster"),
-                format!("unknown cluster {:?}", r.cluster),
-            ));
-        }
-    }
+    super::validate_route::routes(cfg, &clusters, pruned, &mut errs);
 
     for (family, count) in [
         (
@@ -95,7 +73,122 @@ pub(super) fn validate(cfg: &Config, pruned: &HashSet<String>) -> Vec<ConfigErro
     errs
 }
 
-fn check_name<'a>(
+fn listener(errs: &mut Vec<ConfigError>, at: &str, l: &Listener) {
+    if let Some(tls) = &l.tls {
+        if tls.certificates.is_empty() {
+            errs.push(ConfigError::new(
+                format!("{at}.tls.certificates"),
+                "must list at least one certificate",
+            ));
+        }
+        if let DefaultCert::Index(i) = tls.default_certificate {
+            if i >= tls.certificates.len() {
+                errs.push(ConfigError::new(
+                    format!("{at}.tls.default_certificate"),
+                    format!(
+                        "index {i} is out of range: there are {} certificates",
+                        tls.certificates.len()
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(pp) = &l.proxy_protocol {
+        if pp.trusted.is_empty() {
+            errs.push(ConfigError::new(
+                format!("{at}.proxy_protocol.trusted"),
+                "must list the sources that send PROXY headers (e.g. your L4 balancer)",
+            ));
+        }
+    }
+    if let Some(rl) = &l.rate_limit {
+        if rl.requests_per_second == 0 {
+            errs.push(ConfigError::new(
+                format!("{at}.rate_limit.requests_per_second"),
+                "must be at least 1 (remove rate_limit for no limit)",
+            ));
+        }
+        if rl.burst == Some(0) {
+            errs.push(ConfigError::new(
+                format!("{at}.rate_limit.burst"),
+                "must be at least 1",
+            ));
+        }
+    }
+    let lim = &l.limits;
+    if !(MIN_HEADER_BYTES..=1 << 20).contains(&lim.max_header_bytes) {
+        errs.push(ConfigError::new(
+            format!("{at}.limits.max_header_bytes"),
+            format!("must be between {MIN_HEADER_BYTES} and 1048576"),
+        ));
+    }
+    if !(1..=10_000).contains(&lim.max_headers) {
+        errs.push(ConfigError::new(
+            format!("{at}.limits.max_headers"),
+            "must be between 1 and 10000",
+        ));
+    }
+}
+
+fn cluster(errs: &mut Vec<ConfigError>, at: &str, c: &Cluster) {
+    match (&c.balance, &c.hash) {
+        (Balance::Hash, None) => errs.push(ConfigError::new(
+            format!("{at}.hash"),
+            "balance: hash needs a key: hash: {on: source_ip | uri | header (name) | cookie (name)}",
+        )),
+        (Balance::Hash, Some(HashOn::Header { name })) if !header_name_ok(name) => {
+            errs.push(ConfigError::new(
+                format!("{at}.hash.name"),
+                format!("invalid header name {name:?}"),
+            ))
+        }
+        (Balance::Hash, Some(HashOn::Cookie { name })) if !token_ok(name) => errs.push(
+            ConfigError::new(format!("{at}.hash.name"), format!("invalid cookie name {name:?}")),
+        ),
+        (Balance::Hash, _) => {}
+        (_, Some(_)) => errs.push(ConfigError::new(
+            format!("{at}.hash"),
+            "only used with balance: hash",
+        )),
+        (_, None) => {}
+    }
+    if let Some(a) = &c.affinity {
+        if !token_ok(&a.cookie) {
+            errs.push(ConfigError::new(
+                format!("{at}.affinity.cookie"),
+                format!("invalid cookie name {:?}", a.cookie),
+            ));
+        }
+    }
+    if let Some(tls) = &c.tls {
+        if tls.client_cert.is_some() != tls.client_key.is_some() {
+            errs.push(ConfigError::new(
+                format!("{at}.tls"),
+                "client_cert and client_key go together",
+            ));
+        }
+        if tls.ca.is_none() && !tls.insecure_skip_verify {
+            errs.push(ConfigError::new(
+                format!("{at}.tls.ca"),
+                "needs a CA file to verify endpoints (or insecure_skip_verify: true)",
+            ));
+        }
+    }
+    if c.retries.attempts > 10 {
+        errs.push(ConfigError::new(
+            format!("{at}.retries.attempts"),
+            "must be at most 10",
+        ));
+    }
+    if c.retries.budget_percent > 100 {
+        errs.push(ConfigError::new(
+            format!("{at}.retries.budget_percent"),
+            "must be between 0 and 100",
+        ));
+    }
+}
+
+pub(super) fn check_name<'a>(
     errs: &mut Vec<ConfigError>,
     at: &str,
     name: &'a str,
@@ -110,30 +203,4 @@ fn check_name<'a>(
             format!("duplicate {what} name {name:?} (also {prev})"),
         ));
     }
-}
-
-/// A route host: `*`, or a DNS name (letters, digits, `-`, dots between labels), no port.
-fn check_host(h: &str) -> Result<(), String> {
-    if h == "*" {
-        return Ok(());
-    }
-    let bad = |why: &str| Err(format!("invalid host {h:?}: {why}"));
-    if h.is_empty() || h.len() > 253 {
-        return bad("must be 1 to 253 characters");
-    }
-    if h.contains(':') {
-        return bad("must not contain a port or scheme (ports are ignored when matching)");
-    }
-    for label in h.split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return bad("each dot-separated label must be 1 to 63 characters");
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return bad("only letters, digits, '-' and '.' are allowed, or \"*\" for any host");
-        }
-    }
-    Ok(())
 }

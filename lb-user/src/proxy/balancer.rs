@@ -1,9 +1,118 @@
-//! Weighted round robin without locks: a smooth schedule (earliest-deadline-first over weights)
-//! is computed once per table build; each request takes the next slot with one atomic add.
+//! Endpoint choice without locks: smooth weighted round robin (a schedule computed per table
+//! build, one atomic add per pick), least connections, P2C random, and Maglev consistent hashing.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+
+/// How a cluster chooses among its endpoints (built once per table).
+#[derive(Debug)]
+pub enum Picker {
+    RoundRobin(Wrr),
+    LeastConnections(AtomicUsize),
+    Random(Vec<u64>),
+    Hash(Vec<u32>),
+}
+
+impl Picker {
+    pub fn round_robin(weights: &[u32]) -> Self {
+        Picker::RoundRobin(Wrr::new(weights))
+    }
+
+    pub fn least_connections() -> Self {
+        Picker::LeastConnections(AtomicUsize::new(0))
+    }
+
+    /// P2C over weights: cumulative sums for weighted sampling.
+    pub fn random(weights: &[u32]) -> Self {
+        let mut acc = 0u64;
+        Picker::Random(
+            weights
+                .iter()
+                .map(|w| {
+                    acc += u64::from(*w);
+                    acc
+                })
+                .collect(),
+        )
+    }
+
+    /// Maglev over `(stable endpoint key, weight)`.
+    pub fn hash(keys: &[(u64, u32)]) -> Self {
+        Picker::Hash(
+            crate::maglev::build(keys, crate::maglev::DEFAULT_TABLE_SIZE).unwrap_or_default(),
+        )
+    }
+
+    /// An endpoint with weight > 0 not in `exclude` (endpoints already tried by this request).
+    /// `load(i)` is endpoint i's in-flight requests; `key` the request's hash key, if any.
+    pub fn pick(
+        &self,
+        weights: &[u32],
+        load: &dyn Fn(usize) -> u32,
+        key: Option<u64>,
+        exclude: &[usize],
+    ) -> Option<usize> {
+        let ok = |i: usize| weights.get(i).is_some_and(|w| *w > 0) && !exclude.contains(&i);
+        let first = match self {
+            Picker::RoundRobin(wrr) => {
+                // Skip excluded slots, at most one pass over the endpoints.
+                (0..weights.len().max(1))
+                    .filter_map(|_| wrr.pick())
+                    .find(|i| ok(*i))
+            }
+            Picker::LeastConnections(rotate) => {
+                let start = rotate.fetch_add(1, AtomicOrdering::Relaxed);
+                least_loaded(weights, load, &ok, start)
+            }
+            Picker::Random(cumulative) => {
+                let a = weighted_random(cumulative).filter(|i| ok(*i));
+                let b = weighted_random(cumulative).filter(|i| ok(*i));
+                match (a, b) {
+                    (Some(a), Some(b)) => Some(if lighter(weights, load, b, a) { b } else { a }),
+                    (a, b) => a.or(b),
+                }
+            }
+            Picker::Hash(table) => key
+                .and_then(|k| crate::maglev::lookup(table, k))
+                .map(|i| i as usize)
+                .filter(|i| ok(*i)),
+        };
+        first.or_else(|| least_loaded(weights, load, &ok, 0))
+    }
+}
+
+/// Is `a` less loaded than `b` relative to their weights? (load+1)/weight compared exactly.
+fn lighter(weights: &[u32], load: &dyn Fn(usize) -> u32, a: usize, b: usize) -> bool {
+    let (la, lb) = (u64::from(load(a)) + 1, u64::from(load(b)) + 1);
+    la * u64::from(weights[b]) < lb * u64::from(weights[a])
+}
+
+fn least_loaded(
+    weights: &[u32],
+    load: &dyn Fn(usize) -> u32,
+    ok: &dyn Fn(usize) -> bool,
+    start: usize,
+) -> Option<usize> {
+    let n = weights.len();
+    let mut best: Option<usize> = None;
+    for k in 0..n {
+        let i = (start + k) % n;
+        if ok(i) && best.is_none_or(|b| lighter(weights, load, i, b)) {
+            best = Some(i);
+        }
+    }
+    best
+}
+
+fn weighted_random(cumulative: &[u64]) -> Option<usize> {
+    let total = *cumulative.last()?;
+    if total == 0 {
+        return None;
+    }
+    let x = fastrand::u64(0..total);
+    Some(cumulative.partition_point(|c| *c <= x))
+}
 
 #[derive(Debug, Default)]
 pub struct Wrr {
@@ -12,7 +121,7 @@ pub struct Wrr {
 }
 
 impl Wrr {
-    pub fn new(weights: &[u16]) -> Self {
+    pub fn new(weights: &[u32]) -> Self {
         Wrr {
             schedule: smooth_schedule(weights),
             next: AtomicUsize::new(0),
@@ -33,7 +142,7 @@ impl Wrr {
 /// weights), spread evenly: at each step take the endpoint whose next ideal time
 /// `(2 * picks_i + 1) / (2 * w_i)` (the middle of its next share) is earliest, ties to the
 /// lower index. Exactly the deadlines below 1 fall in one cycle, so the shares are exact.
-pub fn smooth_schedule(weights: &[u16]) -> Vec<u32> {
+pub fn smooth_schedule(weights: &[u32]) -> Vec<u32> {
     let g = weights
         .iter()
         .filter(|w| **w > 0)
@@ -131,8 +240,65 @@ mod tests {
     }
 
     #[test]
+    fn least_connections_prefers_idle_then_weight() {
+        let p = Picker::least_connections();
+        let loads = [5u32, 0, 3];
+        let w = [1u32, 1, 1];
+        assert_eq!(p.pick(&w, &|i| loads[i], None, &[]), Some(1));
+        assert_eq!(p.pick(&w, &|i| loads[i], None, &[1]), Some(2));
+        // Weight 4 with 3 in flight is lighter than weight 1 with 1 in flight.
+        let loads = [3u32, 1];
+        assert_eq!(p.pick(&[4, 1], &|i| loads[i], None, &[]), Some(0));
+        assert_eq!(
+            p.pick(&[0, 1], &|_| 0, None, &[1]),
+            None,
+            "drained and excluded"
+        );
+    }
+
+    #[test]
+    fn random_p2c_follows_weights_and_load() {
+        let p = Picker::random(&[3, 1, 0]);
+        let mut hits = [0usize; 3];
+        for _ in 0..4000 {
+            hits[p.pick(&[3, 1, 0], &|_| 0, None, &[]).unwrap()] += 1;
+        }
+        assert_eq!(hits[2], 0, "weight 0 never chosen");
+        assert!(hits[0] > hits[1] * 2, "{hits:?}");
+        // A heavily loaded endpoint loses most two-choice contests.
+        let loads = [100u32, 0];
+        let p = Picker::random(&[1, 1]);
+        let busy = (0..1000)
+            .filter(|_| p.pick(&[1, 1], &|i| loads[i], None, &[]) == Some(0))
+            .count();
+        assert!(busy < 350, "{busy}");
+    }
+
+    #[test]
+    fn hash_is_sticky_and_redispatches_when_excluded() {
+        let keys: Vec<(u64, u32)> = (0..4).map(|i| (crate::maglev::hash64(&[i]), 1)).collect();
+        let p = Picker::hash(&keys);
+        let w = [1u32; 4];
+        let k = crate::maglev::hash64(b"client-1");
+        let first = p.pick(&w, &|_| 0, Some(k), &[]).unwrap();
+        for _ in 0..10 {
+            assert_eq!(p.pick(&w, &|_| 0, Some(k), &[]), Some(first));
+        }
+        let other = p.pick(&w, &|_| 0, Some(k), &[first]).unwrap();
+        assert_ne!(other, first);
+    }
+
+    #[test]
     fn pick_cycles_through_schedule() {
         let w = Wrr::new(&[3, 1]);
+        let p = Picker::round_robin(&[3, 1]);
+        let mut skipped = 0;
+        for _ in 0..8 {
+            if p.pick(&[3, 1], &|_| 0, None, &[0]) == Some(1) {
+                skipped += 1;
+            }
+        }
+        assert_eq!(skipped, 8, "excluded endpoint skipped");
         let picks: Vec<usize> = (0..8).filter_map(|_| w.pick()).collect();
         assert_eq!(
             counts(&picks.iter().map(|p| *p as u32).collect::<Vec<_>>(), 2),

@@ -1,161 +1,292 @@
-//! One request: find the host's cluster, take the next endpoint by weight, forward over the
-//! cluster's pool with hop-by-hop headers removed, count the outcome, map failures to statuses.
+//! One request, front half: rate limit, framing checks, host and route, ACLs, redirects, body
+//! limits, cluster choice (canary, weights), header work; then forward.rs, then the response.
 
+use super::body::{DownBody, Finish};
+use super::exchange::{ClusterActive, Exchange};
+use super::forward::{self, Prepared};
+use super::headers::{self, cookie};
+use super::listeners::ConnInfo;
 use super::router::{request_host, HostError};
-use super::table::Table;
+use super::table::{Action, ListenerState, RouteState, Table};
 use super::ProxyCtx;
-use crate::admin::metrics::RequestCounters;
 use crate::error::ProxyError;
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, Uri, Version};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode, Version};
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
-
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+use std::time::Instant;
 
 pub async fn handle(
     ctx: Arc<ProxyCtx>,
-    peer: SocketAddr,
+    conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<DownBody>, Infallible> {
     let table = ctx.table.load_full();
-    Ok(match forward(&table, req).await {
-        Ok(resp) => resp,
-        Err((err, counters)) => {
+    let mut ex = Exchange::new(
+        table.clone(),
+        conn.clone(),
+        req.method().clone(),
+        req.uri().clone(),
+        req.version(),
+    );
+    let outcome = serve(&table, &conn, &mut ex, req).await;
+    Ok(match outcome {
+        Ok(Outcome::Local(resp)) => {
+            ex.status = resp.status().as_u16();
+            table.unrouted.record(ex.status);
+            let len = resp.body().size_hint_len();
+            ex.finish(len, *b"--");
+            resp
+        }
+        Ok(Outcome::Proxied(resp, pooled)) => {
+            ex.status = resp.status().as_u16();
+            resp.map(|inner| DownBody::Proxied {
+                inner,
+                finish: Some(Box::new(Finish {
+                    exchange: ex,
+                    conn: pooled,
+                })),
+                bytes: 0,
+            })
+        }
+        Err(err) => {
             let status = err.status();
-            counters.record(status.as_u16());
-            tracing::debug!(%peer, side = err.side().as_str(), status = status.as_u16(), error = %err, "request failed");
-            local_response(status, &err.to_string())
+            ex.status = status.as_u16();
+            match ex.inflight.as_ref() {
+                Some(f) => f.endpoint.counters.record(ex.status),
+                None => match ex.cluster.and_then(|c| table.clusters.get(c)) {
+                    Some(c) => c.unplaced.record(ex.status),
+                    None => table.unrouted.record(ex.status),
+                },
+            }
+            ex.set_error(err.side(), err.to_string());
+            let termination = err.termination();
+            let resp = local_response(
+                status,
+                &err.to_string(),
+                matches!(err, ProxyError::RateLimited),
+            );
+            let len = resp.body().size_hint_len();
+            ex.finish(len, termination);
+            resp
         }
     })
 }
 
-type Failure<'a> = (ProxyError, &'a RequestCounters);
-
-async fn forward(
-    table: &Table,
-    req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Failure<'_>> {
-    let cluster_index = match request_host(&req) {
-        Ok(host) => table.snapshot.routes.lookup(host.as_deref()),
-        Err(e) => {
-            let why = match e {
-                HostError::Missing => "missing Host header",
-                HostError::Multiple => "more than one Host header",
-                HostError::Invalid => "invalid Host header",
-            };
-            return Err((ProxyError::BadRequest(why), &table.unrouted));
-        }
-    };
-    let Some(cluster) = cluster_index.and_then(|i| table.clusters.get(i)) else {
-        return Err((ProxyError::NoRoute, &table.unrouted));
-    };
-    let Some(endpoint) = cluster.wrr.pick().and_then(|i| cluster.endpoints.get(i)) else {
-        return Err((
-            ProxyError::NoEndpoint(cluster.name.clone()),
-            &cluster.unplaced,
-        ));
-    };
-    let counters = &endpoint.counters;
-    let upstream_req =
-        to_upstream(req, &endpoint.authority).map_err(|e| (ProxyError::Internal(e), counters))?;
-    let sent = tokio::time::timeout(
-        cluster.response_timeout,
-        cluster.client.request(upstream_req),
-    );
-    let err = match sent.await {
-        Ok(Ok(mut resp)) => {
-            strip_hop_by_hop(resp.headers_mut());
-            counters.record(resp.status().as_u16());
-            return Ok(resp.map(Either::Left));
-        }
-        Ok(Err(source)) if source.is_connect() => ProxyError::UpstreamConnect {
-            endpoint: endpoint.address.to_string(),
-            source,
-        },
-        Ok(Err(source)) => ProxyError::Upstream {
-            endpoint: endpoint.address.to_string(),
-            source,
-        },
-        Err(_) => ProxyError::UpstreamTimeout {
-            endpoint: endpoint.address.to_string(),
-            timeout: cluster.response_timeout,
-        },
-    };
-    Err((err, counters))
+pub enum Outcome {
+    Local(Response<DownBody>),
+    Proxied(
+        Response<Incoming>,
+        Option<(super::upstream::Conn, Arc<super::table::Endpoint>)>,
+    ),
 }
 
-/// Rewrites the request for the endpoint: absolute URI for the pool, HTTP/1.1, Host kept.
-fn to_upstream(req: Request<Incoming>, authority: &Authority) -> Result<Request<Incoming>, String> {
-    let (mut parts, body) = req.into_parts();
-    // An absolute-form request names its host in the URI: that is the Host upstream sees.
-    if let Some(orig) = parts.uri.authority() {
-        let value = HeaderValue::from_str(orig.as_str()).map_err(|e| e.to_string())?;
-        parts.headers.insert(header::HOST, value);
+async fn serve(
+    table: &Arc<Table>,
+    conn: &ConnInfo,
+    ex: &mut Exchange,
+    mut req: Request<Incoming>,
+) -> Result<Outcome, ProxyError> {
+    let listener = table.listeners.get(&*conn.listener).cloned();
+    if let Some((_, rl)) = listener.as_ref().and_then(|l| l.rate.as_ref()) {
+        if !rl.check(conn.client.ip(), Instant::now()) {
+            return Err(ProxyError::RateLimited);
+        }
     }
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority.clone())
-        .path_and_query(path)
-        .build()
-        .map_err(|e| e.to_string())?;
-    parts.version = Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers);
-    Ok(Request::from_parts(parts, body))
+    check_framing(&req)?;
+    let host = match request_host(&req) {
+        Ok(h) => h.map(|h| h.into_owned()),
+        Err(HostError::Missing) => return Err(ProxyError::BadRequest("missing Host header")),
+        Err(HostError::Multiple) => {
+            return Err(ProxyError::BadRequest("more than one Host header"))
+        }
+        Err(HostError::Invalid) => return Err(ProxyError::BadRequest("invalid Host header")),
+    };
+    ex.host = host.clone().unwrap_or_default();
+    let m = table
+        .snapshot
+        .routes
+        .lookup(host.as_deref(), &req)
+        .ok_or(ProxyError::NoRoute)?;
+    ex.route = Some(m.route);
+    let route = table.routes.get(m.route).ok_or(ProxyError::NoRoute)?;
+    let ip = conn.client.ip().to_canonical();
+    if (!route.allow.is_empty() && !route.allow.iter().any(|n| n.contains(&ip)))
+        || route.deny.iter().any(|n| n.contains(&ip))
+    {
+        return Err(ProxyError::Forbidden(ip));
+    }
+    if let Action::Redirect(rd) = &route.action {
+        let loc = headers::redirect_location(rd, req.uri(), &ex.host, conn.tls, m.prefix_len)
+            .ok_or(ProxyError::Internal(
+                "cannot build redirect location".into(),
+            ))?;
+        let status = StatusCode::from_u16(rd.status).unwrap_or(StatusCode::FOUND);
+        let mut resp = local_response(status, "", false);
+        resp.headers_mut().insert(header::LOCATION, loc);
+        finish_response(route, conn, resp.headers_mut());
+        return Ok(Outcome::Local(resp));
+    }
+    let max_body = listener.as_ref().map_or(0, |l| l.limits.max_body_bytes);
+    if max_body > 0 && content_length(&req).is_some_and(|n| n > max_body) {
+        return Err(ProxyError::TooLarge(max_body));
+    }
+    let cluster_idx = choose_cluster(route, &req);
+    let cluster = table
+        .clusters
+        .get(cluster_idx)
+        .ok_or_else(|| ProxyError::Internal("route names a missing cluster".into()))?;
+    ex.cluster = Some(cluster_idx);
+    ex.cluster_active = Some(ClusterActive::new(cluster.runtime.clone()));
+
+    // Header work on the way up.
+    let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let upgrade_value = req.headers().get(header::UPGRADE).cloned();
+    let h = req.headers_mut();
+    headers::strip_hop_by_hop(h, cluster.cfg.protocol == crate::config::Protocol::Http2);
+    if let (Some(_), Some(v)) = (&upgrade, upgrade_value) {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, v);
+    }
+    let trusted = trusted(listener.as_deref(), conn);
+    headers::forwarded(h, conn.client, conn.tls, &ex.host, trusted);
+    ex.request_id = Some(headers::request_id(h));
+    route.request_edits.apply(h);
+    if let Some(auth) = req.uri().authority() {
+        if let Ok(v) = HeaderValue::from_str(auth.as_str()) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    let path = match &route.rewrite {
+        Some(p) => headers::rewrite_prefix(req.uri(), m.prefix_len, p)
+            .ok_or_else(|| ProxyError::Internal("cannot rewrite path".into()))?,
+        None => req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or(http::uri::PathAndQuery::from_static("/")),
+    };
+    let affinity = cluster
+        .cfg
+        .affinity
+        .as_ref()
+        .and_then(|a| cookie(req.headers(), &a.cookie).map(str::to_string));
+    let prepared =
+        Prepared::new(req, path, max_body, cluster, ex, upgrade, affinity.clone()).await?;
+    let (mut resp, pooled, endpoint) = forward::run(table, cluster, conn, ex, prepared).await?;
+    endpoint.counters.record(resp.status().as_u16());
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        headers::strip_hop_by_hop(resp.headers_mut(), false);
+    }
+    finish_response(route, conn, resp.headers_mut());
+    if let Some(aff) = &cluster.cfg.affinity {
+        if affinity.as_deref() != Some(endpoint.affinity_id.as_str()) {
+            let v = format!("{}={}; Path=/; HttpOnly", aff.cookie, endpoint.affinity_id);
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+    }
+    Ok(Outcome::Proxied(resp, pooled))
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Removes RFC 9110 hop-by-hop headers and every header the Connection header names. Most
-/// messages carry none: one scan of the names present (no hashing) skips the removals.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
-        return;
+fn finish_response(route: &RouteState, conn: &ConnInfo, h: &mut hyper::HeaderMap) {
+    route.response_edits.apply(h);
+    if let (Some(v), true) = (&route.hsts, conn.tls) {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
     }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
+}
+
+fn trusted(listener: Option<&ListenerState>, conn: &ConnInfo) -> bool {
+    let ip = conn.peer.ip().to_canonical();
+    listener.is_some_and(|l| l.forwarded_trusted.iter().any(|n| n.contains(&ip)))
+}
+
+/// Canary header/cookie first, then the weighted split.
+fn choose_cluster<B>(route: &RouteState, req: &Request<B>) -> usize {
+    if let Some((c, h, ck)) = &route.canary {
+        let by_header = h.as_ref().is_some_and(|h| {
+            req.headers()
+                .get_all(h.name.as_str())
+                .iter()
+                .any(|v| v.as_bytes() == h.value.as_bytes())
+        });
+        let by_cookie = ck
+            .as_ref()
+            .is_some_and(|ck| cookie(req.headers(), &ck.name) == Some(ck.value.as_str()));
+        if by_header || by_cookie {
+            return *c;
+        }
+    }
+    match &route.action {
+        Action::Cluster(c) => *c,
+        Action::Split { wrr, clusters } => wrr
+            .pick()
+            .and_then(|i| clusters.get(i).copied())
+            .unwrap_or(usize::MAX),
+        Action::Redirect(_) => usize::MAX,
+    }
+}
+
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+fn content_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Framing hyper accepts but a proxy must not forward (request smuggling): both
+/// Content-Length and Transfer-Encoding, or Transfer-Encoding on HTTP/1.0.
+fn check_framing<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    let h = req.headers();
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        if h.contains_key(header::CONTENT_LENGTH) {
+            return Err(ProxyError::BadRequest(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        if req.version() == Version::HTTP_10 {
+            return Err(ProxyError::BadRequest("Transfer-Encoding in HTTP/1.0"));
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    Ok(())
+}
+
+trait SizeHintLen {
+    fn size_hint_len(&self) -> u64;
+}
+
+impl SizeHintLen for DownBody {
+    fn size_hint_len(&self) -> u64 {
+        hyper::body::Body::size_hint(self).exact().unwrap_or(0)
     }
 }
 
-/// A response we generate ourselves (errors): short text body, never cached.
-pub fn local_response(status: hyper::StatusCode, message: &str) -> Response<ProxyBody> {
+/// A response we generate ourselves (errors, redirects): short text body, never cached.
+/// Rate-limited clients are told when to come back.
+pub fn local_response(status: StatusCode, message: &str, retry_after: bool) -> Response<DownBody> {
     let body = format!(
         "{} {}\n{message}\n",
         status.as_u16(),
         status.canonical_reason().unwrap_or("")
     );
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    let mut resp = Response::new(DownBody::local(Bytes::from(body)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(
@@ -163,27 +294,16 @@ pub fn local_response(status: hyper::StatusCode, message: &str) -> Response<Prox
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strips_hop_by_hop_and_connection_named() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "connection",
-            HeaderValue::from_static("keep-alive, X-Secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        h.insert("upgrade", HeaderValue::from_static("h2c"));
-        h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["x-kept"]);
+    if retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    if status.is_client_error()
+        && status != StatusCode::NOT_FOUND
+        && status != StatusCode::FORBIDDEN
+        && status != StatusCode::TOO_MANY_REQUESTS
+    {
+        // The framing of what follows cannot be trusted: do not read another request.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }

@@ -1,21 +1,32 @@
 //! The listener set: binds what the snapshot lists, stops what it no longer lists (open
-//! connections finish), and serves each connection with hyper until a graceful shutdown.
+//! connections finish); each connection: limit, PROXY header, TLS, then HTTP/1.1 or HTTP/2.
 
 use super::{handler, ProxyCtx};
 use crate::config::Listener;
-use hyper::server::conn::http1;
+use crate::proxy_protocol;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Time a client has to send complete request headers (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a request knows about its connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The client: the PROXY header's source when a trusted peer sent one, else `peer`.
+    pub client: SocketAddr,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub listener: Arc<str>,
+    pub tls: bool,
+}
 
 pub struct ListenerSet {
     ctx: Arc<ProxyCtx>,
@@ -60,6 +71,7 @@ impl ListenerSet {
                     let stop = self.shutdown.child_token();
                     self.tracker.spawn(accept_loop(
                         sock,
+                        key.0.as_str().into(),
                         self.ctx.clone(),
                         stop.clone(),
                         self.shutdown.clone(),
@@ -91,12 +103,27 @@ impl ListenerSet {
 
 async fn accept_loop(
     sock: TcpListener,
+    name: Arc<str>,
     ctx: Arc<ProxyCtx>,
     stop: CancellationToken,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
     loop {
+        // Over max_connections, stop accepting: new clients wait in the kernel backlog.
+        let limit = ctx
+            .table
+            .load()
+            .listeners
+            .get(&*name)
+            .and_then(|l| l.conn_limit.clone());
+        let permit = match limit {
+            Some((_, sem)) => tokio::select! {
+                _ = stop.cancelled() => return,
+                p = sem.acquire_owned() => p.ok(),
+            },
+            None => None,
+        };
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = sock.accept() => match accepted {
@@ -112,23 +139,107 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
+        let name = name.clone();
         tracker.spawn(async move {
-            let svc = service_fn(move |req| handler::handle(ctx.clone(), peer, req));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "downstream connection error");
+            let _permit = permit;
+            if let Err(e) = serve(stream, peer, name, ctx, shutdown).await {
+                tracing::debug!(%peer, error = %e, "connection closed");
             }
         });
     }
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    name: Arc<str>,
+    ctx: Arc<ProxyCtx>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let local = stream.local_addr().map_err(|e| e.to_string())?;
+    let Some(listener) = ctx.table.load().listeners.get(&*name).cloned() else {
+        return Err("listener removed".into());
+    };
+    let peer_ip = peer.ip().to_canonical();
+    let mut info = ConnInfo {
+        client: peer,
+        peer,
+        local,
+        listener: name,
+        tls: listener.tls.is_some(),
+    };
+    if listener.proxy_trusted.iter().any(|n| n.contains(&peer_ip)) {
+        let (addrs, stream) = proxy_protocol::accept(stream, listener.proxy_timeout)
+            .await
+            .map_err(|e| format!("PROXY header from {peer}: {e}"))?;
+        if let Some(a) = addrs {
+            info.client = a.source;
+        }
+        return tls_then_http(stream, info, &listener, ctx, shutdown).await;
+    }
+    tls_then_http(stream, info, &listener, ctx, shutdown).await
+}
+
+async fn tls_then_http<I>(
+    io: I,
+    info: ConnInfo,
+    listener: &super::table::ListenerState,
+    ctx: Arc<ProxyCtx>,
+    shutdown: CancellationToken,
+) -> Result<(), String>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = listener.limits;
+    let http2 = listener.http2;
+    match &listener.tls {
+        None => http(io, info, limits, http2, ctx, shutdown).await,
+        Some(acceptor) => {
+            let tls = tokio::time::timeout(limits.header_timeout.0, acceptor.accept(io))
+                .await
+                .map_err(|_| "TLS handshake timed out".to_string())?
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            http(tls, info, limits, http2, ctx, shutdown).await
+        }
+    }
+}
+
+async fn http<I>(
+    io: I,
+    info: ConnInfo,
+    limits: crate::config::Limits,
+    http2: bool,
+    ctx: Arc<ProxyCtx>,
+    shutdown: CancellationToken,
+) -> Result<(), String>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = Arc::new(info);
+    let svc = service_fn(move |req| handler::handle(ctx.clone(), info.clone(), req));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout.0)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes as u32)
+        .keep_alive_interval(Duration::from_secs(30));
+    if !http2 {
+        builder = builder.http1_only();
+    }
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    result.map_err(|e| e.to_string())
 }

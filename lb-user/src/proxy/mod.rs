@@ -1,11 +1,18 @@
-//! The L7 workers: listeners accept HTTP/1.1, the handler routes by host and balances by
-//! weight over pooled upstream connections; state comes from one ArcSwap'd [`table::Table`].
+//! The L7 workers: listeners accept HTTP/1.1 and HTTP/2 (TLS, PROXY protocol), the handler routes
+//! and balances over pooled upstream connections; state comes from one ArcSwap'd [`table::Table`].
 
 pub mod balancer;
+pub mod body;
+pub mod exchange;
+pub mod forward;
 pub mod handler;
+pub mod headers;
 pub mod listeners;
+pub mod route;
 pub mod router;
 pub mod table;
+pub mod tunnel;
+pub mod upstream;
 
 use crate::admin::metrics::Metrics;
 use arc_swap::ArcSwap;

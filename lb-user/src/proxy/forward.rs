@@ -1,0 +1,416 @@
+//! One request, back half: pick an endpoint (affinity, algorithm), wait for its slot, send on a
+//! pooled connection, and retry/redispatch on the configured conditions within the retry budget.
+
+use super::body::{ReqStats, UpBody};
+use super::exchange::{Exchange, InFlight};
+use super::listeners::ConnInfo;
+use super::table::{ClusterRuntime, ClusterState, Endpoint, Table};
+use super::upstream::{Conn, ConnFor};
+use crate::config::{HashOn, RetryOn};
+use crate::error::ProxyError;
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderMap};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, Uri, Version};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
+
+/// Request bodies up to this size are buffered when retries are on, so they can be replayed.
+const REPLAY_LIMIT: u64 = 64 * 1024;
+
+pub struct Prepared {
+    first: Option<Request<UpBody>>,
+    /// Method, URI (origin form), headers: set when the request may be rebuilt for a retry.
+    template: Option<(Method, Uri, HeaderMap)>,
+    replay: Option<Option<Bytes>>,
+    stats: Arc<ReqStats>,
+    retry_allowed: bool,
+    hash_key: Option<u64>,
+    affinity: Option<String>,
+    upgrade: Option<OnUpgrade>,
+}
+
+impl Prepared {
+    pub async fn new(
+        req: Request<Incoming>,
+        path: PathAndQuery,
+        max_body: u64,
+        cluster: &ClusterState,
+        ex: &mut Exchange,
+        upgrade: Option<OnUpgrade>,
+        affinity: Option<String>,
+    ) -> Result<Prepared, ProxyError> {
+        let cfg = &cluster.cfg;
+        let hash_key = cfg.hash.as_ref().and_then(|on| hash_key(on, &req, ex));
+        let (mut parts, body) = req.into_parts();
+        let retry_allowed = cfg.retries.attempts > 0
+            && upgrade.is_none()
+            && (parts.method.is_idempotent() || cfg.retries.non_idempotent);
+        let stats = Arc::new(ReqStats::default());
+        let known = body.size_hint().exact();
+        let (body, replay) = if body.is_end_stream() {
+            (UpBody::Full(None), Some(None))
+        } else if retry_allowed
+            && known.is_some_and(|n| n <= REPLAY_LIMIT.min(max_body.max(REPLAY_LIMIT)))
+        {
+            let bytes = Limited::new(body, REPLAY_LIMIT as usize)
+                .collect()
+                .await
+                .map_err(|e| ProxyError::BadBody(e.to_string()))?
+                .to_bytes();
+            ex.bytes_in = bytes.len() as u64;
+            (UpBody::Full(Some(bytes.clone())), Some(Some(bytes)))
+        } else {
+            let body = UpBody::Stream {
+                inner: body,
+                stats: stats.clone(),
+                limit: max_body,
+            };
+            (body, None)
+        };
+        parts.uri = Uri::from(path);
+        parts.version = Version::HTTP_11;
+        let template = (retry_allowed && replay.is_some()).then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
+        Ok(Prepared {
+            first: Some(Request::from_parts(parts, body)),
+            template,
+            replay,
+            stats,
+            retry_allowed,
+            hash_key,
+            affinity,
+            upgrade,
+        })
+    }
+
+    /// The request for the next attempt: the first one, one handed back unsent, or a rebuild.
+    fn next_request(&mut self, back: Option<Request<UpBody>>) -> Option<Request<UpBody>> {
+        if let Some(r) = back.or_else(|| self.first.take()) {
+            return Some(r);
+        }
+        let (method, uri, headers) = self.template.as_ref()?;
+        let body = UpBody::Full(self.replay.clone()?);
+        let mut r = Request::new(body);
+        *r.method_mut() = method.clone();
+        *r.uri_mut() = uri.clone();
+        *r.headers_mut() = headers.clone();
+        Some(r)
+    }
+}
+
+fn hash_key<B>(on: &HashOn, req: &Request<B>, ex: &Exchange) -> Option<u64> {
+    use crate::maglev::hash64;
+    match on {
+        HashOn::SourceIp => Some(match ex.conn.client.ip().to_canonical() {
+            std::net::IpAddr::V4(a) => hash64(&a.octets()),
+            std::net::IpAddr::V6(a) => hash64(&a.octets()),
+        }),
+        HashOn::Header { name } => req
+            .headers()
+            .get(name.as_str())
+            .map(|v| hash64(v.as_bytes())),
+        HashOn::Cookie { name } => {
+            super::headers::cookie(req.headers(), name).map(|v| hash64(v.as_bytes()))
+        }
+        HashOn::Uri => req
+            .uri()
+            .path_and_query()
+            .map(|p| hash64(p.as_str().as_bytes())),
+    }
+}
+
+type Sent = (
+    Response<Incoming>,
+    Option<(Conn, Arc<Endpoint>)>,
+    Arc<Endpoint>,
+);
+
+struct Failure {
+    err: ProxyError,
+    retry_on: Option<RetryOn>,
+    back: Option<Request<UpBody>>,
+}
+
+pub async fn run(
+    _table: &Table,
+    cluster: &ClusterState,
+    conn: &ConnInfo,
+    ex: &mut Exchange,
+    mut p: Prepared,
+) -> Result<Sent, ProxyError> {
+    let cfg = &cluster.cfg;
+    let deadline = cfg.request_timeout.map(|t| Instant::now() + t.0);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut back: Option<Request<UpBody>> = None;
+    let mut stale_retried = false;
+    let mut retry_guard: Option<RetryGuard> = None;
+    loop {
+        let idx = pick(cluster, &p, &tried)
+            .or_else(|| pick(cluster, &p, &[]))
+            .ok_or_else(|| ProxyError::NoEndpoint(cluster.name.to_string()))?;
+        tried.push(idx);
+        let ep = cluster.endpoints[idx].clone();
+        let queued = Instant::now();
+        let permit = acquire(&ep, cluster).await?;
+        if permit.is_some() {
+            *ex.t_queue.get_or_insert(Duration::ZERO) += queued.elapsed();
+        }
+        ex.inflight = Some(InFlight::new(ep.clone(), permit));
+        let Some(req) = p.next_request(back.take()) else {
+            return Err(ProxyError::Internal("request cannot be replayed".into()));
+        };
+        let remaining = match deadline {
+            Some(d) => {
+                d.checked_duration_since(Instant::now())
+                    .ok_or(ProxyError::RequestTimeout(
+                        cfg.request_timeout.map_or(Duration::ZERO, |t| t.0),
+                    ))?
+            }
+            None => Duration::MAX,
+        };
+        let who = ConnFor {
+            client: conn.client,
+            local: conn.local,
+            upgrade: p.upgrade.is_some(),
+        };
+        let result = attempt(&ep, cluster, ex, who, req, remaining, &p.stats).await;
+        drop(retry_guard.take());
+        let failure = match result {
+            Ok((resp, checkout)) => {
+                let status = resp.status().as_u16();
+                let on = match status {
+                    502 => Some(RetryOn::BadGateway),
+                    503 => Some(RetryOn::Unavailable),
+                    504 => Some(RetryOn::Timeout),
+                    _ => None,
+                };
+                if on.is_some_and(|on| can_retry(cluster, &p, ex, on, deadline, false)) {
+                    retry_guard = Some(start_retry(cluster, ex));
+                    continue;
+                }
+                ex.t_response = Some(ex.start.elapsed());
+                if ex.bytes_in == 0 {
+                    ex.bytes_in = p.stats.bytes.load(Ordering::Relaxed);
+                }
+                let mut resp = resp;
+                if let (Some(down), 101) = (p.upgrade.take(), status) {
+                    super::tunnel::spawn(down, hyper::upgrade::on(&mut resp));
+                }
+                let pooled = checkout.map(|c| (c, ep.clone()));
+                return Ok((resp, pooled, ep));
+            }
+            Err(f) => f,
+        };
+        // A pooled connection the endpoint had closed: the request never left; try again.
+        if let Some(req) = failure.back {
+            if failure.retry_on == Some(RetryOn::Reset) && !stale_retried {
+                stale_retried = true;
+                back = Some(req);
+                tried.pop();
+                continue;
+            }
+            back = Some(req);
+        }
+        match failure.retry_on {
+            Some(on) if can_retry(cluster, &p, ex, on, deadline, back.is_some()) => {
+                retry_guard = Some(start_retry(cluster, ex));
+            }
+            _ => return Err(failure.err),
+        }
+    }
+}
+
+/// A retry in flight, counted against the cluster's budget until its attempt ends.
+struct RetryGuard(Arc<ClusterRuntime>);
+
+impl Drop for RetryGuard {
+    fn drop(&mut self) {
+        self.0.retrying.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn start_retry(cluster: &ClusterState, ex: &mut Exchange) -> RetryGuard {
+    ex.retries += 1;
+    cluster.retries.inc();
+    cluster.runtime.retrying.fetch_add(1, Ordering::Relaxed);
+    RetryGuard(cluster.runtime.clone())
+}
+
+fn can_retry(
+    cluster: &ClusterState,
+    p: &Prepared,
+    ex: &Exchange,
+    on: RetryOn,
+    deadline: Option<Instant>,
+    have_request: bool,
+) -> bool {
+    let r = &cluster.cfg.retries;
+    if !p.retry_allowed || ex.retries >= r.attempts || !r.conditions.contains(&on) {
+        return false;
+    }
+    if p.template.is_none() && !have_request {
+        return false;
+    }
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        return false;
+    }
+    let rt = &cluster.runtime;
+    let active = rt.active.load(Ordering::Relaxed);
+    let budget = (active.saturating_mul(r.budget_percent) / 100).max(r.budget_min);
+    if rt.retrying.load(Ordering::Relaxed) >= budget {
+        tracing::debug!(cluster = %cluster.name, "retry budget exhausted");
+        return false;
+    }
+    true
+}
+
+fn pick(cluster: &ClusterState, p: &Prepared, exclude: &[usize]) -> Option<usize> {
+    if let Some(id) = &p.affinity {
+        let hit = cluster.endpoints.iter().position(|e| e.affinity_id == *id);
+        if let Some(i) = hit.filter(|i| cluster.weights[*i] > 0 && !exclude.contains(i)) {
+            return Some(i);
+        }
+    }
+    let load = |i: usize| cluster.endpoints.get(i).map_or(0, |e| e.load());
+    cluster
+        .picker
+        .pick(&cluster.weights, &load, p.hash_key, exclude)
+}
+
+/// The endpoint's slot when it has a connection limit: now, after a bounded wait, or 503.
+async fn acquire(
+    ep: &Endpoint,
+    cluster: &ClusterState,
+) -> Result<Option<OwnedSemaphorePermit>, ProxyError> {
+    let Some(limit) = ep.limit.load_full() else {
+        return Ok(None);
+    };
+    if let Ok(p) = limit.slots.clone().try_acquire_owned() {
+        return Ok(Some(p));
+    }
+    let q = &cluster.cfg.queue;
+    if limit.queued.fetch_add(1, Ordering::Relaxed) >= q.size {
+        limit.queued.fetch_sub(1, Ordering::Relaxed);
+        return Err(ProxyError::QueueFull(ep.address.to_string()));
+    }
+    let waited = tokio::time::timeout(q.timeout.0, limit.slots.clone().acquire_owned()).await;
+    limit.queued.fetch_sub(1, Ordering::Relaxed);
+    match waited {
+        Ok(Ok(p)) => Ok(Some(p)),
+        _ => Err(ProxyError::QueueTimeout(
+            ep.address.to_string(),
+            q.timeout.0,
+        )),
+    }
+}
+
+async fn attempt(
+    ep: &Endpoint,
+    cluster: &ClusterState,
+    ex: &mut Exchange,
+    who: ConnFor,
+    mut req: Request<UpBody>,
+    remaining: Duration,
+    stats: &ReqStats,
+) -> Result<(Response<Incoming>, Option<Conn>), Failure> {
+    let endpoint = ep.address.to_string();
+    let mut co = match ep.pool.checkout(who).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(Failure {
+                err: ProxyError::UpstreamConnect {
+                    endpoint,
+                    message: e.to_string(),
+                },
+                retry_on: Some(RetryOn::ConnectFailure),
+                back: Some(req),
+            })
+        }
+    };
+    if let Some(t) = co.connect_time {
+        *ex.t_connect.get_or_insert(Duration::ZERO) += t;
+    }
+    if co.conn.is_http2() {
+        to_http2(&mut req, ep, cluster.cfg.tls.is_some());
+    }
+    let timeout = cluster.cfg.response_timeout.0.min(remaining);
+    match tokio::time::timeout(timeout, co.conn.send(req)).await {
+        Ok(Ok(resp)) => Ok((resp, co.poolable.then_some(co.conn))),
+        Err(_) => Err(Failure {
+            err: if timeout < cluster.cfg.response_timeout.0 {
+                ProxyError::RequestTimeout(cluster.cfg.request_timeout.map_or(timeout, |t| t.0))
+            } else {
+                ProxyError::UpstreamTimeout { endpoint, timeout }
+            },
+            retry_on: Some(RetryOn::Timeout),
+            back: None,
+        }),
+        Ok(Err(mut e)) => {
+            let back = e.take_message();
+            let err = e.into_error();
+            if stats.too_large.load(Ordering::Relaxed) {
+                let limit = match back.as_ref().map(|r| r.body()) {
+                    Some(UpBody::Stream { limit, .. }) => *limit,
+                    _ => 0,
+                };
+                return Err(Failure {
+                    err: ProxyError::TooLarge(limit),
+                    retry_on: None,
+                    back: None,
+                });
+            }
+            if stats.client_failed.load(Ordering::Relaxed) {
+                return Err(Failure {
+                    err: ProxyError::BadBody(err.to_string()),
+                    retry_on: None,
+                    back: None,
+                });
+            }
+            let retry_on = if err.is_parse() {
+                Some(RetryOn::BadGateway)
+            } else {
+                Some(RetryOn::Reset)
+            };
+            // A request handed back unsent on a reused connection is a stale keep-alive race.
+            let back = back.filter(|_| co.reused);
+            Err(Failure {
+                err: ProxyError::Upstream {
+                    endpoint,
+                    message: err.to_string(),
+                },
+                retry_on,
+                back,
+            })
+        }
+    }
+}
+
+/// HTTP/2 upstream: absolute URI with the client's host as :authority, no Host header.
+fn to_http2(req: &mut Request<UpBody>, ep: &Endpoint, tls: bool) {
+    let host = req
+        .headers_mut()
+        .remove(header::HOST)
+        .and_then(|v| v.to_str().ok().map(str::to_string))
+        .unwrap_or_else(|| ep.authority.to_string());
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let scheme = if tls { "https" } else { "http" };
+    if let Ok(uri) = format!("{scheme}://{host}{pq}").parse::<Uri>() {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = Version::HTTP_2;
+}

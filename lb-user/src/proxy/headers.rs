@@ -1,0 +1,276 @@
+//! Header work on the way through: hop-by-hop removal, X-Forwarded-* / Forwarded with trust,
+//! X-Request-Id, configured set/add/remove, HSTS, cookies, redirects and prefix rewrites.
+
+use super::balancer::Wrr;
+use super::table::{Action, RouteState};
+use crate::config::{HeaderEdits, Redirect, Route};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Compiled set/add/remove edits.
+#[derive(Debug, Default)]
+pub struct Edits {
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
+    remove: Vec<HeaderName>,
+}
+
+impl Edits {
+    fn build(e: &HeaderEdits) -> Edits {
+        let pair = |(k, v): (&String, &String)| {
+            Some((
+                HeaderName::from_bytes(k.as_bytes()).ok()?,
+                HeaderValue::from_str(v).ok()?,
+            ))
+        };
+        Edits {
+            set: e.set.iter().filter_map(pair).collect(),
+            add: e.add.iter().filter_map(pair).collect(),
+            remove: e
+                .remove
+                .iter()
+                .filter_map(|k| HeaderName::from_bytes(k.as_bytes()).ok())
+                .collect(),
+        }
+    }
+
+    pub fn apply(&self, h: &mut HeaderMap) {
+        for name in &self.remove {
+            h.remove(name);
+        }
+        for (k, v) in &self.set {
+            h.insert(k.clone(), v.clone());
+        }
+        for (k, v) in &self.add {
+            h.append(k.clone(), v.clone());
+        }
+    }
+}
+
+pub(super) fn build_route(i: usize, r: &Route, clusters: &HashMap<&str, usize>) -> RouteState {
+    let idx = |name: &str| clusters.get(name).copied().unwrap_or(usize::MAX);
+    let action = if let Some(rd) = &r.redirect {
+        Action::Redirect(rd.clone())
+    } else if let Some(c) = &r.cluster {
+        Action::Cluster(idx(c))
+    } else {
+        let weights: Vec<u32> = r.clusters.iter().map(|c| c.weight).collect();
+        Action::Split {
+            wrr: Wrr::new(&weights),
+            clusters: r.clusters.iter().map(|c| idx(&c.name)).collect(),
+        }
+    };
+    let hsts = r.hsts.and_then(|h| {
+        let mut v = format!("max-age={}", h.max_age);
+        if h.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if h.preload {
+            v.push_str("; preload");
+        }
+        HeaderValue::from_str(&v).ok()
+    });
+    RouteState {
+        name: r
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("routes[{i}]"))
+            .into(),
+        action,
+        canary: r
+            .canary
+            .as_ref()
+            .map(|c| (idx(&c.cluster), c.header.clone(), c.cookie.clone())),
+        allow: r.allow.iter().map(|c| c.0).collect(),
+        deny: r.deny.iter().map(|c| c.0).collect(),
+        request_edits: Edits::build(&r.request_headers),
+        response_edits: Edits::build(&r.response_headers),
+        hsts,
+        rewrite: r.rewrite.as_ref().map(|rw| rw.prefix.clone()),
+    }
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes RFC 9110 hop-by-hop headers and every header the Connection header names. Most
+/// messages carry none: one scan of the names present (no hashing) skips the removals.
+/// `keep_te_trailers` keeps `TE: trailers` (gRPC over HTTP/2 needs it end to end).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+        return;
+    }
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    let te_trailers = keep_te_trailers
+        && headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// X-Forwarded-For/-Proto/-Host and Forwarded. From a trusted client the existing values are
+/// kept and ours appended; from anyone else they are replaced by what we saw.
+pub fn forwarded(h: &mut HeaderMap, client: SocketAddr, tls: bool, host: &str, trusted: bool) {
+    let ip = client.ip().to_canonical();
+    let proto = if tls { "https" } else { "http" };
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+    let prior = |h: &HeaderMap, name: &HeaderName| -> Option<String> {
+        let v: Vec<&str> = h
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!v.is_empty()).then(|| v.join(", "))
+    };
+    let xff = match (trusted, prior(h, &XFF)) {
+        (true, Some(p)) => format!("{p}, {ip}"),
+        _ => ip.to_string(),
+    };
+    let for_node = if ip.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.to_string()
+    };
+    let mut fwd = format!("for={for_node};proto={proto}");
+    if is_token(host) {
+        fwd.push_str(";host=");
+        fwd.push_str(host);
+    }
+    let fwd = match (trusted, prior(h, &header::FORWARDED)) {
+        (true, Some(p)) => format!("{p}, {fwd}"),
+        _ => fwd,
+    };
+    let keep_proto = trusted && h.contains_key(&XFP);
+    let keep_host = trusted && h.contains_key(&XFH);
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert(XFF, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        h.insert(header::FORWARDED, v);
+    }
+    if !keep_proto {
+        h.insert(
+            XFP,
+            HeaderValue::from_static(if tls { "https" } else { "http" }),
+        );
+    }
+    if !keep_host {
+        if let Ok(v) = HeaderValue::from_str(host) {
+            h.insert(XFH, v);
+        }
+    }
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+}
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Keeps a sane incoming X-Request-Id, else sets a fresh random 128-bit one; returns it.
+pub fn request_id(h: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = h.get(&REQUEST_ID) {
+        if !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    let v = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"));
+    h.insert(REQUEST_ID, v.clone());
+    v
+}
+
+/// The value of cookie `name` in the request's Cookie headers.
+pub fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == name).then_some(v.trim_matches('"'))
+        })
+}
+
+/// Replaces the first `prefix_len` bytes of the path with `new_prefix` (query kept).
+pub fn rewrite_prefix(uri: &Uri, prefix_len: usize, new_prefix: &str) -> Option<PathAndQuery> {
+    let path = uri.path();
+    let rest = path.get(prefix_len..)?;
+    let mut out = String::with_capacity(new_prefix.len() + rest.len() + 16);
+    out.push_str(new_prefix.trim_end_matches('/'));
+    if rest.is_empty() || !rest.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(rest);
+    if out.len() > 1 && rest.is_empty() && !new_prefix.ends_with('/') {
+        out.pop();
+    }
+    if let Some(q) = uri.query() {
+        out.push('?');
+        out.push_str(q);
+    }
+    PathAndQuery::try_from(out).ok()
+}
+
+/// Location for a redirect route. `prefix_len` is the matched prefix (0 when not a prefix route).
+pub fn redirect_location(
+    rd: &Redirect,
+    uri: &Uri,
+    host: &str,
+    tls: bool,
+    prefix_len: usize,
+) -> Option<HeaderValue> {
+    let scheme = rd
+        .scheme
+        .as_deref()
+        .unwrap_or(if tls { "https" } else { "http" });
+    let host = rd.host.as_deref().unwrap_or(host);
+    let port = rd.port.map(|p| format!(":{p}")).unwrap_or_default();
+    let pq = match &rd.path_prefix {
+        Some(p) if prefix_len > 0 => rewrite_prefix(uri, prefix_len, p)?,
+        Some(p) => PathAndQuery::try_from(match uri.query() {
+            Some(q) => format!("{p}?{q}"),
+            None => p.clone(),
+        })
+        .ok()?,
+        None => uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or(PathAndQuery::from_static("/")),
+    };
+    HeaderValue::from_str(&format!("{scheme}://{host}{port}{pq}")).ok()
+}
+
+#[cfg(test)]
+#[path = "headers_tests.rs"]
+mod tests;

@@ -1,0 +1,415 @@
+//! TLS for listeners and backends — load PEM certificates, choose one by SNI
+//! (exact, then wildcard, then default), build rustls server and client configs.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+
+/// Everything that can go wrong loading certificates or building configs.
+/// Messages always name the file involved.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading certificate {}: {source}", path.display())]
+    ReadCert { path: PathBuf, source: pem::Error },
+    #[error("no certificate in {}", .0.display())]
+    NoCert(PathBuf),
+    #[error("parsing certificate {}: {msg}", path.display())]
+    ParseCert { path: PathBuf, msg: String },
+    #[error("reading private key {}: {source}", path.display())]
+    ReadKey { path: PathBuf, source: pem::Error },
+    #[error("no private key in {}", .0.display())]
+    NoKey(PathBuf),
+    #[error("unusable private key {}: {source}", path.display())]
+    BadKey {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("key {} does not match certificate {}", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("bad CA file {}: {msg}", path.display())]
+    BadCa { path: PathBuf, msg: String },
+    #[error("backend TLS needs a ca file or insecure_skip_verify")]
+    NoCa,
+    #[error("invalid TLS server name {name:?}: {msg}")]
+    ServerName { name: String, msg: String },
+    #[error("no certificates configured for TLS listener")]
+    NoCerts,
+    #[error("default certificate index {index} out of range ({len} certificates)")]
+    BadDefault { index: usize, len: usize },
+    #[error("building TLS config: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Paths of a PEM certificate chain (leaf first) and its private key.
+/// Both may be the same file (HAProxy-style combined PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// One loaded certificate: the rustls CertifiedKey plus the DNS names it serves
+/// (lowercase; "*.example.com" for wildcards).
+#[derive(Debug, Clone)]
+pub struct LoadedCert {
+    pub key: Arc<CertifiedKey>,
+    pub names: Vec<String>,
+    /// Expiry of the leaf certificate, unix seconds.
+    pub not_after: Option<i64>,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+const VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+/// Lowercase and drop one trailing dot.
+fn normalize(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |source| TlsError::ReadCert {
+        path: path.to_path_buf(),
+        source,
+    };
+    let chain = CertificateDer::pem_file_iter(path)
+        .map_err(err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCert(path.to_path_buf()));
+    }
+    Ok(chain)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|source| match source {
+        pem::Error::NoItemsFound => TlsError::NoKey(path.to_path_buf()),
+        source => TlsError::ReadKey {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
+}
+
+/// DNS names (SAN dNSName entries, else subject CNs) and notAfter of a leaf.
+fn cert_names(path: &Path, der: &CertificateDer<'_>) -> Result<(Vec<String>, i64), TlsError> {
+    let bad = |msg: String| TlsError::ParseCert {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| bad(e.to_string()))?;
+    let mut names = Vec::new();
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| bad(e.to_string()))?;
+    if let Some(san) = san {
+        for gn in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(n) = gn {
+                names.push(normalize(n));
+            }
+        }
+    }
+    if names.is_empty() {
+        for cn in cert.subject().iter_common_name() {
+            if let Ok(n) = cn.as_str() {
+                names.push(normalize(n));
+            }
+        }
+    }
+    names.dedup();
+    Ok((names, cert.validity().not_after.timestamp()))
+}
+
+/// Load a PEM chain (order preserved, leaf first) and its key, checking that
+/// the key belongs to the leaf certificate.
+pub fn load_cert(files: &CertFiles) -> Result<LoadedCert, TlsError> {
+    let chain = read_chain(&files.cert)?;
+    let (names, not_after) = cert_names(&files.cert, &chain[0])?;
+    let key_der = read_key(&files.key)?;
+    let signing_key = provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|source| TlsError::BadKey {
+            path: files.key.clone(),
+            source,
+        })?;
+    let key = CertifiedKey::new(chain, signing_key);
+    match key.keys_match() {
+        Ok(()) => {}
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            tracing::warn!(key = %files.key.display(), "cannot check key against certificate");
+        }
+        Err(rustls::Error::InconsistentKeys(_)) => {
+            return Err(TlsError::KeyMismatch {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+            })
+        }
+        Err(e) => {
+            return Err(TlsError::ParseCert {
+                path: files.cert.clone(),
+                msg: e.to_string(),
+            })
+        }
+    }
+    if names.is_empty() {
+        tracing::warn!(cert = %files.cert.display(), "certificate has no DNS names; usable only as default");
+    }
+    Ok(LoadedCert {
+        key: Arc::new(key),
+        names,
+        not_after: Some(not_after),
+    })
+}
+
+/// SNI certificate selection: exact name → wildcard → default.
+///
+/// A wildcard "*.b.example.com" matches exactly one extra label
+/// ("a.b.example.com", not "x.a.b.example.com" nor "b.example.com").
+/// Matching is case-insensitive and ignores a trailing dot. If two
+/// certificates claim the same name, the first one in the list wins.
+/// A client without SNI gets the default; no match and no default → no
+/// certificate, so the handshake fails.
+#[derive(Debug)]
+pub struct SniResolver {
+    certs: Vec<Arc<CertifiedKey>>,
+    exact: HashMap<String, usize>,
+    /// Keyed by the suffix after "*.".
+    wildcard: HashMap<String, usize>,
+    default: Option<usize>,
+}
+
+impl SniResolver {
+    /// `default` is an index into `certs`; an out-of-range index means no default.
+    pub fn new(certs: Vec<LoadedCert>, default: Option<usize>) -> Self {
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for (i, c) in certs.iter().enumerate() {
+            for name in &c.names {
+                let (map, key) = match name.strip_prefix("*.") {
+                    Some(suffix) => (&mut wildcard, suffix),
+                    None => (&mut exact, name.as_str()),
+                };
+                if key.is_empty() || key.contains('*') {
+                    tracing::warn!(name = %name, "ignoring unsupported certificate name");
+                    continue;
+                }
+                if let Some(&first) = map.get(key) {
+                    tracing::debug!(name = %name, first, ignored = i, "duplicate certificate name; first wins");
+                    continue;
+                }
+                map.insert(key.to_string(), i);
+            }
+        }
+        let default = default.filter(|&d| d < certs.len());
+        let certs = certs.into_iter().map(|c| c.key).collect();
+        SniResolver {
+            certs,
+            exact,
+            wildcard,
+            default,
+        }
+    }
+
+    /// Number of certificates.
+    pub fn len(&self) -> usize {
+        self.certs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.certs.is_empty()
+    }
+
+    /// Index of the certificate chosen for `sni` (None = missing SNI).
+    pub fn select(&self, sni: Option<&str>) -> Option<usize> {
+        let Some(sni) = sni else { return self.default };
+        let name = normalize(sni);
+        if let Some(&i) = self.exact.get(&name) {
+            return Some(i);
+        }
+        if let Some((_, suffix)) = name.split_once('.') {
+            if let Some(&i) = self.wildcard.get(suffix) {
+                return Some(i);
+            }
+        }
+        self.default
+    }
+
+    /// The certificate chosen for `sni`.
+    pub fn resolve_name(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        self.select(sni).map(|i| self.certs[i].clone())
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let picked = self.resolve_name(hello.server_name());
+        if picked.is_none() {
+            tracing::debug!(sni = ?hello.server_name(), "no certificate for SNI");
+        }
+        picked
+    }
+}
+
+/// Listener config: TLS 1.2/1.3, SNI selection over `certs`, ALPN in server preference order.
+pub fn server_config(
+    certs: Vec<LoadedCert>,
+    default: Option<usize>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    if certs.is_empty() {
+        return Err(TlsError::NoCerts);
+    }
+    if let Some(index) = default.filter(|&d| d >= certs.len()) {
+        return Err(TlsError::BadDefault {
+            index,
+            len: certs.len(),
+        });
+    }
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver::new(certs, default)));
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(cfg))
+}
+
+/// TLS settings for connecting to a backend server.
+#[derive(Debug, Clone, Default)]
+pub struct BackendTls {
+    /// PEM file of trusted CA certificates.
+    pub ca: Option<PathBuf>,
+    /// Client certificate presented to the backend.
+    pub client_cert: Option<CertFiles>,
+    /// SNI / verified name; callers fall back to the backend host.
+    pub server_name: Option<String>,
+    /// Accept any server certificate (signatures are still checked).
+    pub insecure_skip_verify: bool,
+}
+
+/// Backend (client side) config: TLS 1.2/1.3, CA-file or skip-verify, optional client cert.
+pub fn client_config(
+    cfg: &BackendTls,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider()).with_protocol_versions(VERSIONS)?;
+    let builder = if cfg.insecure_skip_verify {
+        if let Some(ca) = &cfg.ca {
+            tracing::warn!(ca = %ca.display(), "insecure_skip_verify set; ca file ignored");
+        }
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider())))
+    } else {
+        let ca = cfg.ca.as_deref().ok_or(TlsError::NoCa)?;
+        builder.with_root_certificates(load_roots(ca)?)
+    };
+    let mut out = match &cfg.client_cert {
+        Some(files) => {
+            let cert = load_cert(files)?;
+            builder.with_client_cert_resolver(Arc::new(FixedClientCert(cert.key)))
+        }
+        None => builder.with_no_client_auth(),
+    };
+    out.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(out))
+}
+
+fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let bad = |msg: String| TlsError::BadCa {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let certs = read_chain(path).map_err(|e| match e {
+        TlsError::ReadCert { source, .. } => bad(source.to_string()),
+        _ => bad("no certificate found".into()),
+    })?;
+    let mut roots = rustls::RootCertStore::empty();
+    for (i, c) in certs.into_iter().enumerate() {
+        roots
+            .add(c)
+            .map_err(|e| bad(format!("certificate #{}: {e}", i + 1)))?;
+    }
+    Ok(roots)
+}
+
+/// Parse a backend name (DNS name or IP address) for SNI and verification.
+pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(name.to_string()).map_err(|e| TlsError::ServerName {
+        name: name.to_string(),
+        msg: e.to_string(),
+    })
+}
+
+#[derive(Debug)]
+struct FixedClientCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for FixedClientCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Accepts any server certificate but still verifies handshake signatures.
+struct AcceptAnyCert(Arc<CryptoProvider>);
+
+impl fmt::Debug for AcceptAnyCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AcceptAnyCert")
+    }
+}
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests;
