@@ -38,7 +38,7 @@ const ACCESS_LOG_QUEUE: usize = 65536;
 pub async fn run(opts: RunOptions) -> Result<()> {
     let cfg = config::load_file(&opts.config)
         .map_err(|e| anyhow!("{}: invalid config:\n{e}", opts.config.display()))?;
-    let tls = source::load_tls(&cfg)
+    let tls = source::load_tls(&cfg, &opts.config)
         .map_err(|e| anyhow!("{}: invalid config:\n{e}", opts.config.display()))?;
     let mut watched = source::fingerprint(&opts.config, Some(&cfg));
     let mut dataplane = if opts.ifaces.is_empty() {
@@ -131,7 +131,7 @@ fn reload(
 ) {
     let current = tx.borrow().version;
     let loaded = config::load_file_for_reload(path)
-        .and_then(|cfg| source::load_tls(&cfg).map(|tls| (cfg, tls)));
+        .and_then(|cfg| source::load_tls(&cfg, path).map(|tls| (cfg, tls)));
     match loaded {
         Err(errors) => {
             for e in &errors.0 {

@@ -109,7 +109,8 @@ fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match config::load_file(path).and_then(|cfg| lb_user::source::load_tls(&cfg).map(|_| cfg)) {
+    match config::load_file(path).and_then(|cfg| lb_user::source::load_tls(&cfg, path).map(|_| cfg))
+    {
         Ok(cfg) => {
             let endpoints: usize = cfg.clusters.iter().map(|c| c.endpoints.len()).sum();
             println!(

@@ -57,11 +57,13 @@ mod tests {
         assert_eq!(s.version, 7);
         let req = http::Request::get("/").body(()).unwrap();
         assert_eq!(
-            s.routes.lookup(Some("a.example"), &req).map(|m| m.route),
+            s.routes
+                .lookup("l", Some("a.example"), &req)
+                .map(|m| m.route),
             Some(0)
         );
         assert_eq!(
-            s.routes.lookup(Some("other"), &req).map(|m| m.route),
+            s.routes.lookup("l", Some("other"), &req).map(|m| m.route),
             Some(1)
         );
     }

@@ -27,8 +27,18 @@ impl std::fmt::Debug for TlsMaterials {
     }
 }
 
-/// Reads every certificate, key and CA the config names.
-pub fn load_tls(cfg: &Config) -> Result<TlsMaterials, ConfigErrors> {
+/// A path from the config: relative paths are relative to the config file's directory.
+pub fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.parent().unwrap_or(Path::new(".")).join(p)
+    }
+}
+
+/// Reads every certificate, key and CA the config (read from `config_path`) names.
+pub fn load_tls(cfg: &Config, config_path: &Path) -> Result<TlsMaterials, ConfigErrors> {
+    let at = |p: &PathBuf| resolve(config_path, p);
     let mut out = TlsMaterials::default();
     let mut errs = Vec::new();
     for (i, l) in cfg.listeners.iter().enumerate() {
@@ -36,8 +46,8 @@ pub fn load_tls(cfg: &Config) -> Result<TlsMaterials, ConfigErrors> {
         let mut certs = Vec::new();
         for (j, c) in t.certificates.iter().enumerate() {
             match tls::load_cert(&CertFiles {
-                cert: c.cert.clone(),
-                key: c.key.clone(),
+                cert: at(&c.cert),
+                key: at(&c.key),
             }) {
                 Ok(loaded) => certs.push(loaded),
                 Err(e) => errs.push(ConfigError::new(
@@ -72,11 +82,11 @@ pub fn load_tls(cfg: &Config) -> Result<TlsMaterials, ConfigErrors> {
     for (i, c) in cfg.clusters.iter().enumerate() {
         let Some(t) = &c.tls else { continue };
         let backend = tls::BackendTls {
-            ca: t.ca.clone(),
+            ca: t.ca.as_ref().map(at),
             client_cert: match (&t.client_cert, &t.client_key) {
                 (Some(cert), Some(key)) => Some(CertFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
+                    cert: at(cert),
+                    key: at(key),
                 }),
                 _ => None,
             },
@@ -121,7 +131,7 @@ pub fn fingerprint(
     config: &Path,
     cfg: Option<&Config>,
 ) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
-    let mut files = vec![config.to_path_buf()];
+    let mut files = vec![PathBuf::from(config.file_name().unwrap_or_default())];
     if let Some(cfg) = cfg {
         for l in &cfg.listeners {
             for c in l.tls.iter().flat_map(|t| &t.certificates) {
@@ -142,6 +152,7 @@ pub fn fingerprint(
     }
     files
         .into_iter()
+        .map(|p| resolve(config, &p))
         .map(|p| {
             let meta = std::fs::metadata(&p)
                 .ok()

@@ -17,6 +17,10 @@ pub struct Route {
     /// Path match; default: prefix `/` (everything).
     #[serde(default)]
     pub path: Option<PathMatch>,
+    /// Only requests that arrived on these listeners (by name); default any. E.g. redirect to
+    /// HTTPS only on the plain listener.
+    #[serde(default)]
+    pub listeners: Vec<String>,
     /// Only these methods (upper case, e.g. GET); default any.
     #[serde(default)]
     pub methods: Vec<String>,

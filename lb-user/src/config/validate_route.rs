@@ -12,8 +12,17 @@ pub(super) fn routes(
     errs: &mut Vec<ConfigError>,
 ) {
     let mut names = HashMap::new();
+    let listeners: HashSet<&str> = cfg.listeners.iter().map(|l| l.name.as_str()).collect();
     for (i, r) in cfg.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
+        for (k, l) in r.listeners.iter().enumerate() {
+            if !listeners.contains(l.as_str()) && !pruned.contains(l) {
+                errs.push(ConfigError::new(
+                    format!("{at}.listeners[{k}]"),
+                    format!("unknown listener {l:?}"),
+                ));
+            }
+        }
         if let Some(name) = &r.name {
             super::validate::check_name(errs, &at, name, &mut names, "route");
         }

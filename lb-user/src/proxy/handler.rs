@@ -108,7 +108,7 @@ async fn serve(
     let m = table
         .snapshot
         .routes
-        .lookup(host.as_deref(), &req)
+        .lookup(&conn.listener, host.as_deref(), &req)
         .ok_or(ProxyError::NoRoute)?;
     ex.route = Some(m.route);
     let route = table.routes.get(m.route).ok_or(ProxyError::NoRoute)?;

@@ -25,6 +25,7 @@ pub struct RouteTable {
 #[derive(Debug)]
 struct Matcher {
     route: usize,
+    listeners: Vec<Box<str>>,
     path: PathRule,
     methods: Vec<Method>,
     headers: Vec<ValueRule>,
@@ -81,8 +82,10 @@ impl RouteTable {
                     // `/` (or no path at all) is the catch-all: least specific.
                     PathRule::Prefix(_) => (3, 0),
                 };
-                let conditions =
-                    usize::from(!m.methods.is_empty()) + m.headers.len() + m.query.len();
+                let conditions = usize::from(!m.methods.is_empty())
+                    + usize::from(!m.listeners.is_empty())
+                    + m.headers.len()
+                    + m.query.len();
                 (kind, usize::MAX - len, usize::MAX - conditions)
             });
         }
@@ -97,7 +100,12 @@ impl RouteTable {
     /// `host` is lowercase without port (see router::request_host). The most specific host
     /// entry that exists decides: its routes are tried in order; there is no fallback to a
     /// less specific host entry (as in Envoy's virtual hosts).
-    pub fn lookup<B>(&self, host: Option<&str>, req: &Request<B>) -> Option<RouteMatch> {
+    pub fn lookup<B>(
+        &self,
+        listener: &str,
+        host: Option<&str>,
+        req: &Request<B>,
+    ) -> Option<RouteMatch> {
         let group = host
             .and_then(|h| self.exact.get(h).or_else(|| self.wildcard_for(h)))
             .or(self.any.as_ref())?;
@@ -105,7 +113,7 @@ impl RouteTable {
         let query = req.uri().query();
         self.groups[*group]
             .iter()
-            .find_map(|m| m.matches(path, query, req))
+            .find_map(|m| m.matches(listener, path, query, req))
     }
 
     fn wildcard_for(&self, host: &str) -> Option<&usize> {
@@ -167,6 +175,7 @@ fn compile(route: usize, r: &Route) -> Option<Matcher> {
     };
     Some(Matcher {
         route,
+        listeners: r.listeners.iter().map(|l| l.as_str().into()).collect(),
         path,
         methods: r
             .methods
@@ -179,7 +188,16 @@ fn compile(route: usize, r: &Route) -> Option<Matcher> {
 }
 
 impl Matcher {
-    fn matches<B>(&self, path: &str, query: Option<&str>, req: &Request<B>) -> Option<RouteMatch> {
+    fn matches<B>(
+        &self,
+        listener: &str,
+        path: &str,
+        query: Option<&str>,
+        req: &Request<B>,
+    ) -> Option<RouteMatch> {
+        if !self.listeners.is_empty() && !self.listeners.iter().any(|l| **l == *listener) {
+            return None;
+        }
         let prefix_len = match &self.path {
             PathRule::Exact(p) => (path == p).then_some(path.len())?,
             PathRule::Prefix(p) => {

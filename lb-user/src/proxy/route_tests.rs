@@ -13,7 +13,7 @@ fn get(t: &RouteTable, host: &str, uri: &str) -> Option<usize> {
 }
 
 fn req(t: &RouteTable, host: &str, r: Request<()>) -> Option<usize> {
-    t.lookup(Some(host), &r).map(|m| m.route)
+    t.lookup("l", Some(host), &r).map(|m| m.route)
 }
 
 const CLUSTERS: &str = "clusters: [{name: a}, {name: b}]\n";
@@ -39,7 +39,7 @@ fn host_precedence_exact_then_longest_wildcard_then_any() {
     );
     assert_eq!(get(&t, "other.org", "/"), Some(0));
     assert_eq!(
-        t.lookup(None, &Request::get("/").body(()).unwrap())
+        t.lookup("l", None, &Request::get("/").body(()).unwrap())
             .map(|m| m.route),
         Some(0)
     );
@@ -149,4 +149,18 @@ fn ten_thousand_hosts_lookup_is_by_hash() {
     assert_eq!(get(&t, "h9999.example", "/"), Some(9999));
     assert_eq!(get(&t, "h0.example", "/"), Some(0));
     assert_eq!(get(&t, "h10000.example", "/"), None);
+}
+
+#[test]
+fn listener_condition() {
+    let t = table(&format!(
+        "{CLUSTERS}listeners: [{{name: plain, address: '127.0.0.1:1'}}, {{name: tls, address: '127.0.0.1:2'}}]
+routes:
+  - {{hosts: [h], cluster: a}}
+  - {{hosts: [h], listeners: [plain], redirect: {{scheme: https}}}}
+"
+    ));
+    let r = || Request::get("/").body(()).unwrap();
+    assert_eq!(t.lookup("plain", Some("h"), &r()).map(|m| m.route), Some(1));
+    assert_eq!(t.lookup("tls", Some("h"), &r()).map(|m| m.route), Some(0));
 }
