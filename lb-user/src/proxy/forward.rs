@@ -151,15 +151,20 @@ pub async fn run(
 ) -> Result<Sent, ProxyError> {
     let cfg = &cluster.cfg;
     let deadline = cfg.request_timeout.map(|t| Instant::now() + t.0);
-    let mut tried: Vec<usize> = Vec::new();
+    // Endpoints tried so far (at most 1 + 10 retries + 1 stale-connection retry): no allocation.
+    let mut tried = [usize::MAX; 12];
+    let mut ntried = 0usize;
     let mut back: Option<Request<UpBody>> = None;
     let mut stale_retried = false;
     let mut retry_guard: Option<RetryGuard> = None;
     loop {
-        let idx = pick(cluster, &p, &tried)
+        let idx = pick(cluster, &p, &tried[..ntried])
             .or_else(|| pick(cluster, &p, &[]))
             .ok_or_else(|| ProxyError::NoEndpoint(cluster.name.to_string()))?;
-        tried.push(idx);
+        if ntried < tried.len() {
+            tried[ntried] = idx;
+            ntried += 1;
+        }
         let ep = cluster.endpoints[idx].clone();
         let queued = Instant::now();
         let permit = acquire(&ep, cluster).await?;
@@ -217,7 +222,7 @@ pub async fn run(
             if failure.retry_on == Some(RetryOn::Reset) && !stale_retried {
                 stale_retried = true;
                 back = Some(req);
-                tried.pop();
+                ntried = ntried.saturating_sub(1);
                 continue;
             }
             back = Some(req);
@@ -324,13 +329,13 @@ async fn attempt(
     remaining: Duration,
     stats: &ReqStats,
 ) -> Result<(Response<Incoming>, Option<Conn>), Failure> {
-    let endpoint = ep.address.to_string();
+    let endpoint = || ep.address.to_string();
     let mut co = match ep.pool.checkout(who).await {
         Ok(c) => c,
         Err(e) => {
             return Err(Failure {
                 err: ProxyError::UpstreamConnect {
-                    endpoint,
+                    endpoint: endpoint(),
                     message: e.to_string(),
                 },
                 retry_on: Some(RetryOn::ConnectFailure),
@@ -351,7 +356,10 @@ async fn attempt(
             err: if timeout < cluster.cfg.response_timeout.0 {
                 ProxyError::RequestTimeout(cluster.cfg.request_timeout.map_or(timeout, |t| t.0))
             } else {
-                ProxyError::UpstreamTimeout { endpoint, timeout }
+                ProxyError::UpstreamTimeout {
+                    endpoint: endpoint(),
+                    timeout,
+                }
             },
             retry_on: Some(RetryOn::Timeout),
             back: None,
@@ -386,7 +394,7 @@ async fn attempt(
             let back = back.filter(|_| co.reused);
             Err(Failure {
                 err: ProxyError::Upstream {
-                    endpoint,
+                    endpoint: endpoint(),
                     message: err.to_string(),
                 },
                 retry_on,

@@ -97,18 +97,19 @@ async fn serve(
     }
     check_framing(&req)?;
     let host = match request_host(&req) {
-        Ok(h) => h.map(|h| h.into_owned()),
+        Ok(h) => h.map(|h| h.into_owned()).unwrap_or_default(),
         Err(HostError::Missing) => return Err(ProxyError::BadRequest("missing Host header")),
         Err(HostError::Multiple) => {
             return Err(ProxyError::BadRequest("more than one Host header"))
         }
         Err(HostError::Invalid) => return Err(ProxyError::BadRequest("invalid Host header")),
     };
-    ex.host = host.clone().unwrap_or_default();
+    ex.host = host;
+    let host = (!ex.host.is_empty()).then_some(ex.host.as_str());
     let m = table
         .snapshot
         .routes
-        .lookup(&conn.listener, host.as_deref(), &req)
+        .lookup(&conn.listener, host, &req)
         .ok_or(ProxyError::NoRoute)?;
     ex.route = Some(m.route);
     let route = table.routes.get(m.route).ok_or(ProxyError::NoRoute)?;

@@ -245,7 +245,9 @@ impl Contestant {
 }
 
 fn lb_config(n: usize, probes: &[String]) -> String {
-    let mut s = format!("listeners: [{{name: http, address: \"{LB}\"}}]\nroutes:\n");
+    let mut s = format!(
+        "access_log: {{format: off}}\nlisteners: [{{name: http, address: \"{LB}\"}}]\nroutes:\n"
+    );
     for i in 0..n {
         let _ = writeln!(s, "  - {{hosts: [app-{i}.bench], cluster: c{i}}}");
     }

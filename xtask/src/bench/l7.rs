@@ -311,7 +311,7 @@ fn origin_conf(env: &Env, www: &Path) -> String {
 fn nginx_proxy_conf(env: &Env) -> String {
     nginx_common(env, "nginx-proxy")
         + &format!(
-            "  upstream origin {{ server {ORIGIN}; keepalive 64; keepalive_requests 1000000; }}\n  server {{\n    listen 127.0.0.1:19003;\n    location / {{\n      proxy_pass http://origin;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+            "  upstream origin {{ server {ORIGIN}; keepalive 64; keepalive_requests 1000000; }}\n  server {{\n    listen 127.0.0.1:19003;\n    location / {{\n      proxy_pass http://origin;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }}\n  }}\n}}\n"
         )
 }
 
@@ -334,7 +334,7 @@ fn start_haproxy(env: &Env) -> Result<Contender> {
 
 fn start_lb(env: &Env) -> Result<Contender> {
     let conf = format!(
-        "listeners: [{{name: http, address: \"127.0.0.1:19001\"}}]\nroutes: [{{hosts: [\"*\"], cluster: origin}}]\nclusters:\n  - name: origin\n    endpoints: [{{address: \"{ORIGIN}\"}}]\n"
+        "access_log: {{format: off}}\nlisteners: [{{name: http, address: \"127.0.0.1:19001\"}}]\nroutes: [{{hosts: [\"*\"], cluster: origin}}]\nclusters:\n  - name: origin\n    endpoints: [{{address: \"{ORIGIN}\"}}]\n"
     );
     let live_s = live_config(env, "lb.yaml", &conf)?;
     let process = spawn_pinned(

@@ -235,7 +235,7 @@ fn install_peers() -> Result<()> {
 pub fn haproxy_head(bind: &str, route: &str, extra_global: &str) -> String {
     format!(
         "global\n  nbthread 1\n  maxconn 4096\n{extra_global}\ndefaults\n  mode http\n  timeout connect 5s\n  \
-         timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n  http-reuse always\n\n\
+         timeout client 30s\n  timeout server 30s\n  option http-keep-alive\n  http-reuse always\n  option forwardfor\n\n\
          frontend fe\n  bind {bind}\n  {route}\n\n"
     )
 }

@@ -175,7 +175,7 @@ fn weights(k: u64) -> (u8, u8) {
 fn lb_config(k: u64) -> String {
     let (a, b) = weights(k);
     format!(
-        "listeners: [{{name: http, address: \"{LB}\"}}]\nroutes: [{{hosts: [\"*\"], cluster: origin}}]\nclusters:\n  - name: origin\n    endpoints:\n      - {{address: \"{}\", weight: {a}}}\n      - {{address: \"{}\", weight: {b}}}\n",
+        "access_log: {{format: off}}\nlisteners: [{{name: http, address: \"{LB}\"}}]\nroutes: [{{hosts: [\"*\"], cluster: origin}}]\nclusters:\n  - name: origin\n    endpoints:\n      - {{address: \"{}\", weight: {a}}}\n      - {{address: \"{}\", weight: {b}}}\n",
         l7::ORIGIN,
         l7::ORIGIN_2
     )

@@ -142,7 +142,9 @@ fn lua_rotating_hosts(n: usize) -> String {
 }
 
 fn lb_config(n: usize) -> String {
-    let mut s = format!("listeners: [{{name: http, address: \"{LB}\"}}]\nroutes:\n");
+    let mut s = format!(
+        "access_log: {{format: off}}\nlisteners: [{{name: http, address: \"{LB}\"}}]\nroutes:\n"
+    );
     for i in 0..n {
         let _ = writeln!(s, "  - {{hosts: [h{i}.bench], cluster: c{}}}", i % CLUSTERS);
     }
