@@ -44,23 +44,53 @@ async fn within<F: Future>(what: &str, f: F) -> F::Output {
     }
 }
 
-/// A CA and its files in a temp dir that lives as long as this value.
-struct Pki {
+/// An origin named `web`, a CA with a certificate `a` for a.test (files in a temp dir living as
+/// long as this value), and a free address for lb's listener.
+struct Site {
     dir: tempfile::TempDir,
     ca: Ca,
+    a: Leaf,
+    origin: Origin,
+    listen: SocketAddr,
 }
 
-impl Pki {
-    fn new() -> Pki {
+impl Site {
+    fn new() -> Site {
         let dir = tempfile::Builder::new()
             .prefix("lbt-pki-")
             .tempdir()
             .unwrap();
         let ca = Ca::new(dir.path(), "test").unwrap();
-        Pki { dir, ca }
+        let a = ca.leaf("a", &["a.test"]).unwrap();
+        let (origin, listen) = (Origin::plain("web").unwrap(), free_local_addr());
+        Site {
+            dir,
+            ca,
+            a,
+            origin,
+            listen,
+        }
     }
     fn leaf(&self, file: &str, names: &[&str]) -> Leaf {
         self.ca.leaf(file, names).unwrap()
+    }
+    /// One TLS listener serving `certs` (`tls_extra` inside `tls`), every host to `web`.
+    fn tls_yaml(&self, certs: &[&Leaf], tls_extra: &str) -> String {
+        let l = tls_listener("tls", self.listen, certs, tls_extra, "");
+        config(&[l], "", "", self.origin.addr())
+    }
+    /// One plain listener, every host to `web` (`cluster_extra` added to the cluster).
+    fn plain_yaml(&self, cluster_extra: &str) -> String {
+        config(
+            &[plain("plain", self.listen)],
+            "",
+            cluster_extra,
+            self.origin.addr(),
+        )
+    }
+    /// Client config verifying against the test CA.
+    fn verify(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+        certs::client_config(&self.ca.pem_path, alpn, None).unwrap()
     }
 }
 
@@ -107,11 +137,6 @@ fn config(
 
 fn der(pem: &Path) -> Vec<u8> {
     CertificateDer::from_pem_file(pem).unwrap().to_vec()
-}
-
-/// Client config verifying against `ca`.
-fn verifying(ca: &Path, alpn: &[&[u8]]) -> Arc<ClientConfig> {
-    certs::client_config(ca, alpn, None).unwrap()
 }
 
 /// Client config accepting any certificate: to see what is served for names it does not cover.
@@ -266,57 +291,51 @@ async fn tcp_client(addr: SocketAddr, h2: bool) -> Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_picks_exact_then_wildcard_then_first_certificate() {
-    let pki = Pki::new();
-    let (a, wild) = (
-        pki.leaf("a", &["a.test"]),
-        pki.leaf("wild", &["*.wild.test"]),
-    );
-    let origin = Origin::plain("web").unwrap();
-    let listen = free_local_addr();
-    let yaml = config(
-        &[tls_listener("tls", listen, &[&a, &wild], "", "")],
-        "",
-        "",
-        origin.addr(),
-    );
-    let _lb = start(&yaml, &[]);
-    let verify = verifying(&pki.ca.pem_path, &[b"http/1.1"]);
-    let s = tls(listen, &verify, "a.test").await.unwrap();
-    assert_eq!(peer_der(&s), der(&a.cert), "exact name gets certificate A");
-    let mut c = Client::handshake(s, false).await;
-    let r = c.send(get("https://a.test/")).await;
-    assert_eq!((r.status, r.header("x-backend")), (200, Some("web")));
-    let s = tls(listen, &verify, "x.wild.test").await.unwrap();
-    assert_eq!(peer_der(&s), der(&wild.cert), "wildcard name");
-    let s = tls(listen, &any_cert(&[]), "unknown.test").await.unwrap();
+    let site = Site::new();
+    let wild = site.leaf("wild", &["*.wild.test"]);
+    let _lb = start(&site.tls_yaml(&[&site.a, &wild], ""), &[]);
+    let s = tls(site.listen, &site.verify(&[]), "a.test").await.unwrap();
     assert_eq!(
         peer_der(&s),
-        der(&a.cert),
-        "unknown SNI gets the first certificate"
+        der(&site.a.cert),
+        "exact name gets certificate A"
     );
+    let r = Client::handshake(s, false)
+        .await
+        .send(get("https://a.test/"))
+        .await;
+    assert_eq!((r.status, r.header("x-backend")), (200, Some("web")));
+    let s = tls(site.listen, &site.verify(&[]), "x.wild.test")
+        .await
+        .unwrap();
+    assert_eq!(peer_der(&s), der(&wild.cert), "wildcard name");
+    let s = tls(site.listen, &any_cert(&[]), "unknown.test")
+        .await
+        .unwrap();
+    assert_eq!(
+        peer_der(&s),
+        der(&site.a.cert),
+        "unknown SNI: the first one"
+    );
+    let s = tls(site.listen, &any_cert(&[]), "127.0.0.1").await.unwrap();
+    assert_eq!(peer_der(&s), der(&site.a.cert), "no SNI: the first one");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sni_without_default_refuses_unknown_names_and_keeps_serving() {
-    let pki = Pki::new();
-    let (a, wild) = (
-        pki.leaf("a", &["a.test"]),
-        pki.leaf("wild", &["*.wild.test"]),
-    );
-    let origin = Origin::plain("web").unwrap();
-    let listen = free_local_addr();
-    let l = tls_listener(
-        "tls",
-        listen,
-        &[&a, &wild],
-        ", default_certificate: none",
-        "",
-    );
-    let lb = start(&config(&[l], "", "", origin.addr()), &[]);
+    let site = Site::new();
+    let wild = site.leaf("wild", &["*.wild.test"]);
+    let yaml = site.tls_yaml(&[&site.a, &wild], ", default_certificate: none");
+    let lb = start(&yaml, &[]);
     // Any certificate would be accepted: only the lack of one can fail this handshake.
-    let refused = tls(listen, &any_cert(&[]), "unknown.test").await;
+    let refused = tls(site.listen, &any_cert(&[]), "unknown.test").await;
     assert!(refused.is_err(), "unknown SNI must not get a certificate");
-    let s = tls(listen, &verifying(&pki.ca.pem_path, &[]), "x.wild.test")
+    let refused = tls(site.listen, &any_cert(&[]), "127.0.0.1").await;
+    assert!(
+        refused.is_err(),
+        "no SNI (IP address) must not get a certificate"
+    );
+    let s = tls(site.listen, &site.verify(&[]), "x.wild.test")
         .await
         .unwrap();
     assert_eq!(peer_der(&s), der(&wild.cert));
@@ -345,22 +364,11 @@ fn tls10_client_hello() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls12_client_works_and_tls10_hello_gets_an_alert() {
-    let pki = Pki::new();
-    let a = pki.leaf("a", &["a.test"]);
-    let origin = Origin::plain("web").unwrap();
-    let listen = free_local_addr();
-    let lb = start(
-        &config(
-            &[tls_listener("tls", listen, &[&a], "", "")],
-            "",
-            "",
-            origin.addr(),
-        ),
-        &[],
-    );
+    let site = Site::new();
+    let lb = start(&site.tls_yaml(&[&site.a], ""), &[]);
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(CertificateDer::from(der(&pki.ca.pem_path)))
+        .add(CertificateDer::from(der(&site.ca.pem_path)))
         .unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls12 = ClientConfig::builder_with_provider(provider)
@@ -368,27 +376,25 @@ async fn tls12_client_works_and_tls10_hello_gets_an_alert() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let s = tls(listen, &Arc::new(tls12), "a.test").await.unwrap();
-    assert_eq!(
-        s.get_ref().1.protocol_version(),
-        Some(rustls::ProtocolVersion::TLSv1_2)
-    );
+    let s = tls(site.listen, &Arc::new(tls12), "a.test").await.unwrap();
+    let version = s.get_ref().1.protocol_version();
+    assert_eq!(version, Some(rustls::ProtocolVersion::TLSv1_2));
     let r = Client::handshake(s, false)
         .await
         .send(get("https://a.test/"))
         .await;
     assert_eq!(r.status, 200);
-    let reply = blocking::raw(listen, &tls10_client_hello(), T).unwrap();
+    let reply = blocking::raw(site.listen, &tls10_client_hello(), T).unwrap();
     assert!(
-        reply.is_empty() || reply[0] == 0x15,
-        "expected an alert record or a close, got {:?}",
+        reply.is_empty() || (reply[0] == 0x15 && reply.get(5) == Some(&2)),
+        "expected a fatal alert or a close, got {:?}",
         String::from_utf8_lossy(&reply[..reply.len().min(64)])
     );
     assert!(
         !String::from_utf8_lossy(&reply).contains("HTTP/"),
         "{reply:?}"
     );
-    let s = tls(listen, &verifying(&pki.ca.pem_path, &[]), "a.test").await;
+    let s = tls(site.listen, &site.verify(&[]), "a.test").await;
     assert!(s.is_ok(), "still serving after the old hello: {}", lb.log());
 }
 
@@ -396,32 +402,36 @@ async fn tls12_client_works_and_tls10_hello_gets_an_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alpn_chooses_h2_or_http11_and_http2_false_never_offers_h2() {
-    let pki = Pki::new();
-    let a = pki.leaf("a", &["a.test"]);
-    let origin = Origin::plain("web").unwrap();
-    let (on, off) = (free_local_addr(), free_local_addr());
+    let site = Site::new();
+    let (on, off) = (site.listen, free_local_addr());
     let listeners = [
-        tls_listener("on", on, &[&a], "", ""),
-        tls_listener("off", off, &[&a], "", ", http2: false"),
+        tls_listener("on", on, &[&site.a], "", ""),
+        tls_listener("off", off, &[&site.a], "", ", http2: false"),
     ];
-    let _lb = start(&config(&listeners, "", "", origin.addr()), &[]);
-    let both: &[&[u8]] = &[b"h2", b"http/1.1"];
-    let cases: [(SocketAddr, &[&[u8]], &[u8], Version); 3] = [
-        (on, both, b"h2", Version::HTTP_2),
-        (on, &[b"http/1.1"], b"http/1.1", Version::HTTP_11),
-        (off, both, b"http/1.1", Version::HTTP_11),
-    ];
-    for (addr, offer, want, version) in cases {
-        let s = tls(addr, &verifying(&pki.ca.pem_path, offer), "a.test")
-            .await
-            .unwrap();
+    let _lb = start(&config(&listeners, "", "", site.origin.addr()), &[]);
+    // (listener, client offers h2 too, h2 expected)
+    for (addr, offer_h2, h2) in [(on, true, true), (on, false, false), (off, true, false)] {
+        let offer: &[&[u8]] = if offer_h2 {
+            &[b"h2", b"http/1.1"]
+        } else {
+            &[b"http/1.1"]
+        };
+        let s = tls(addr, &site.verify(offer), "a.test").await.unwrap();
+        let want: &[u8] = if h2 { b"h2" } else { b"http/1.1" };
         assert_eq!(
             alpn(&s).as_deref(),
             Some(want),
             "listener {addr} offered {offer:?}"
         );
-        let mut c = Client::handshake(s, version == Version::HTTP_2).await;
-        let r = c.send(get("https://a.test/alpn")).await;
+        let version = if h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let r = Client::handshake(s, h2)
+            .await
+            .send(get("https://a.test/alpn"))
+            .await;
         assert_eq!((r.status, r.version), (200, version));
         assert_eq!(r.header("x-backend"), Some("web"));
     }
@@ -431,17 +441,15 @@ async fn alpn_chooses_h2_or_http11_and_http2_false_never_offers_h2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_on_plain_listener_goes_upstream_as_http11() {
-    let origin = Origin::plain("web").unwrap();
-    let listen = free_local_addr();
-    let _lb = start(
-        &config(&[plain("plain", listen)], "", "", origin.addr()),
-        &[],
-    );
-    let mut c = tcp_client(listen, true).await;
-    let r = c.send(get("http://h2c.test/h2c")).await;
+    let site = Site::new();
+    let _lb = start(&site.plain_yaml(""), &[]);
+    let r = tcp_client(site.listen, true)
+        .await
+        .send(get("http://h2c.test/h2c"))
+        .await;
     assert_eq!((r.status, r.version), (200, Version::HTTP_2));
     assert_eq!(r.header("x-protocol"), Some("HTTP/1.1"), "upstream leg");
-    let seen = origin.last().unwrap();
+    let seen = site.origin.last().unwrap();
     assert_eq!(
         (seen.uri.as_str(), seen.version.as_str()),
         ("/h2c", "HTTP/1.1")
@@ -452,22 +460,13 @@ async fn h2c_prior_knowledge_on_plain_listener_goes_upstream_as_http11() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_upstream_multiplexes_requests_on_one_connection() {
-    let origin = Origin::plain("web").unwrap();
-    let listen = free_local_addr();
-    let _lb = start(
-        &config(
-            &[plain("plain", listen)],
-            "",
-            ", protocol: http2",
-            origin.addr(),
-        ),
-        &[],
-    );
-    let mut c = tcp_client(listen, false).await;
+    let site = Site::new();
+    let _lb = start(&site.plain_yaml(", protocol: http2"), &[]);
+    let mut c = tcp_client(site.listen, false).await;
     let r = c.send(get("http://up.test/first")).await;
     assert_eq!((r.status, r.header("x-protocol")), (200, Some("HTTP/2.0")));
-    // 20 concurrent requests from an h2 client, plus 5 sequential HTTP/1.1 ones.
-    let Client::H2(h2) = tcp_client(listen, true).await else {
+    // 20 concurrent requests from an h2 client, then 5 sequential HTTP/1.1 ones.
+    let Client::H2(h2) = tcp_client(site.listen, true).await else {
         unreachable!()
     };
     let tasks: Vec<_> = (0..20)
@@ -482,11 +481,11 @@ async fn http2_upstream_multiplexes_requests_on_one_connection() {
     for _ in 0..5 {
         assert_eq!(c.send(get("http://up.test/seq")).await.status, 200);
     }
-    let seen = origin.seen();
+    let seen = site.origin.seen();
     assert_eq!(seen.len(), 26);
     assert!(seen.iter().all(|s| s.version == "HTTP/2.0"), "{seen:?}");
     assert_eq!(
-        origin.connections(),
+        site.origin.connections(),
         1,
         "one multiplexed upstream connection"
     );
@@ -496,35 +495,22 @@ async fn http2_upstream_multiplexes_requests_on_one_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_style_trailers_pass_through_h2_both_legs() {
-    let origin = Origin::plain("web").unwrap();
-    let listen = free_local_addr();
-    let _lb = start(
-        &config(
-            &[plain("plain", listen)],
-            "",
-            ", protocol: http2",
-            origin.addr(),
-        ),
-        &[],
-    );
-    let mut c = tcp_client(listen, true).await;
+    let site = Site::new();
+    let _lb = start(&site.plain_yaml(", protocol: http2"), &[]);
     let mut req = get("http://grpc.test/trailers");
     req.headers_mut()
         .insert("te", HeaderValue::from_static("trailers"));
-    req.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/grpc"));
-    let r = c.send(req).await;
+    let grpc = HeaderValue::from_static("application/grpc");
+    req.headers_mut().insert("content-type", grpc);
+    let r = tcp_client(site.listen, true).await.send(req).await;
     assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]));
     let trailers = r.trailers.expect("trailers");
+    let trailer = |n: &str| trailers.get(n).and_then(|v| v.to_str().ok());
     assert_eq!(
-        trailers.get("grpc-status").map(|v| v.as_bytes()),
-        Some(&b"0"[..])
+        (trailer("grpc-status"), trailer("grpc-message")),
+        (Some("0"), Some("fine"))
     );
-    assert_eq!(
-        trailers.get("grpc-message").map(|v| v.as_bytes()),
-        Some(&b"fine"[..])
-    );
-    assert_eq!(origin.last().unwrap().version, "HTTP/2.0");
+    assert_eq!(site.origin.last().unwrap().version, "HTTP/2.0");
 }
 
 // ---------- 7. WebSocket ----------
@@ -548,13 +534,11 @@ async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, done: impl Fn(&[u8]) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_tunnels_arbitrary_bytes_both_ways() {
-    let origin = Origin::plain("web").unwrap();
-    let listen = free_local_addr();
-    let _lb = start(
-        &config(&[plain("plain", listen)], "", "", origin.addr()),
-        &[],
-    );
-    let mut s = within("connect", TcpStream::connect(listen)).await.unwrap();
+    let site = Site::new();
+    let _lb = start(&site.plain_yaml(""), &[]);
+    let mut s = within("connect", TcpStream::connect(site.listen))
+        .await
+        .unwrap();
     let head = "GET /ws HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     s.write_all(head.as_bytes()).await.unwrap();
@@ -575,9 +559,9 @@ async fn websocket_upgrade_tunnels_arbitrary_bytes_both_ways() {
         assert_eq!(echoed, payload, "round {round}");
         echoed.clear();
     }
+    let requests = site.origin.requests();
     assert_eq!(
-        origin.requests(),
-        1,
+        requests, 1,
         "the tunnelled request line is data, not a request"
     );
 }
@@ -586,29 +570,23 @@ async fn websocket_upgrade_tunnels_arbitrary_bytes_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_upload_and_large_download_arrive_intact() {
-    let origin = Origin::plain("web").unwrap();
-    let listen = free_local_addr();
-    let _lb = start(
-        &config(&[plain("plain", listen)], "", "", origin.addr()),
-        &[],
-    );
-    let data: Bytes = (0..3usize << 20)
+    let site = Site::new();
+    let _lb = start(&site.plain_yaml(""), &[]);
+    let data: Vec<u8> = (0..3usize << 20)
         .map(|i| (i % 251) as u8 ^ (i >> 16) as u8)
-        .collect::<Vec<u8>>()
-        .into();
+        .collect();
+    let data = Bytes::from(data);
     let chunks = (0..data.len())
         .step_by(65536)
-        .map(|i| data.slice(i..(i + 65536).min(data.len())));
+        .map(|i| data.slice(i..i + 65536));
     let body = Chunks(chunks.collect()).boxed();
-    let mut c = tcp_client(listen, false).await;
+    let mut c = tcp_client(site.listen, false).await;
     let r = c
         .send(Request::post("http://big.test/echo").body(body).unwrap())
         .await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body.len(), data.len());
+    assert_eq!((r.status, r.body.len()), (200, data.len()));
     assert!(r.body == data, "echoed body differs");
-    let seen = origin.last().unwrap();
-    assert_eq!(seen.body_len, 3 << 20);
+    assert_eq!(site.origin.last().unwrap().body_len, 3 << 20);
     let r = c.send(get("http://big.test/big/5000000")).await;
     assert_eq!((r.status, r.body.len()), (200, 5_000_000));
     assert!(r.body.iter().all(|&b| b == b'x'));
@@ -618,81 +596,52 @@ async fn chunked_upload_and_large_download_arrive_intact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_certificate_files_are_reloaded_and_open_connections_kept() {
-    let pki = Pki::new();
-    let v1 = pki.leaf("a", &["a.test"]);
-    let origin = Origin::plain("web").unwrap();
-    let listen = free_local_addr();
-    let yaml = config(
-        &[tls_listener("tls", listen, &[&v1], "", "")],
-        "",
-        "",
-        origin.addr(),
-    );
-    let lb = start(&yaml, &["--watch-secs", "1"]);
-    let verify = verifying(&pki.ca.pem_path, &[b"http/1.1"]);
-    let s = tls(listen, &verify, "a.test").await.unwrap();
-    assert_eq!(peer_der(&s), der(&v1.cert));
+    let site = Site::new();
+    let lb = start(&site.tls_yaml(&[&site.a], ""), &["--watch-secs", "1"]);
+    let s = tls(site.listen, &site.verify(&[]), "a.test").await.unwrap();
+    assert_eq!(peer_der(&s), der(&site.a.cert));
     let mut old = Client::handshake(s, false).await;
     assert_eq!(old.send(get("https://a.test/before")).await.status, 200);
     // New files written aside, then renamed over the served ones.
-    let v2 = pki.leaf("a-v2", &["a.test"]);
+    let v2 = site.leaf("a-v2", &["a.test"]);
     let v2_der = der(&v2.cert);
-    std::fs::rename(&v2.key, &v1.key).unwrap();
-    std::fs::rename(&v2.cert, &v1.cert).unwrap();
-    let reloaded = wait_for_cert(listen, &verify, "a.test", &v2_der).await;
+    std::fs::rename(&v2.key, &site.a.key).unwrap();
+    std::fs::rename(&v2.cert, &site.a.cert).unwrap();
+    let reloaded = wait_for_cert(site.listen, &site.verify(&[]), "a.test", &v2_der).await;
     assert!(reloaded, "v2 never served; log:\n{}", lb.log());
     let r = old.send(get("https://a.test/after")).await;
     assert_eq!(
         r.status, 200,
         "the connection opened before the reload still serves"
     );
-    assert_eq!(origin.last().unwrap().uri, "/after");
+    assert_eq!(site.origin.last().unwrap().uri, "/after");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reload_switches_to_a_new_certificate_file() {
-    let pki = Pki::new();
-    let (v1, v3) = (pki.leaf("a", &["a.test"]), pki.leaf("a-v3", &["a.test"]));
-    let origin = Origin::plain("web").unwrap();
-    let listen = free_local_addr();
-    let yaml = |l: &Leaf| {
-        config(
-            &[tls_listener("tls", listen, &[l], "", "")],
-            "",
-            "",
-            origin.addr(),
-        )
-    };
-    let lb = start(&yaml(&v1), &["--watch-secs", "0"]);
-    let verify = verifying(&pki.ca.pem_path, &[]);
-    let mut old = Client::handshake(tls(listen, &verify, "a.test").await.unwrap(), false).await;
-    lb.reload(&yaml(&v3)).unwrap();
-    let reloaded = wait_for_cert(listen, &verify, "a.test", &der(&v3.cert)).await;
+    let site = Site::new();
+    let v3 = site.leaf("a-v3", &["a.test"]);
+    let lb = start(&site.tls_yaml(&[&site.a], ""), &["--watch-secs", "0"]);
+    let s = tls(site.listen, &site.verify(&[]), "a.test").await.unwrap();
+    let mut old = Client::handshake(s, false).await;
+    lb.reload(&site.tls_yaml(&[&v3], "")).unwrap();
+    let reloaded = wait_for_cert(site.listen, &site.verify(&[]), "a.test", &der(&v3.cert)).await;
     assert!(reloaded, "v3 never served; log:\n{}", lb.log());
     assert_eq!(old.send(get("https://a.test/")).await.status, 200);
-    assert_eq!(
-        lb.metric("lb_config_reloads_total", &[("result", "ok")])
-            .unwrap(),
-        1.0
-    );
+    let ok = lb.metric("lb_config_reloads_total", &[("result", "ok")]);
+    assert_eq!(ok.unwrap(), 1.0);
 }
 
 // ---------- 10. bad certificates ----------
 
 #[test]
 fn missing_certificate_file_fails_startup_naming_the_field() {
-    let pki = Pki::new();
+    let site = Site::new();
     let missing = Leaf {
-        cert: pki.dir.path().join("nope.pem"),
-        key: pki.dir.path().join("nope.key"),
+        cert: site.dir.path().join("nope.pem"),
+        key: site.dir.path().join("nope.key"),
     };
-    let listen = free_local_addr();
-    let yaml = config(
-        &[tls_listener("tls", listen, &[&missing], "", "")],
-        "",
-        "",
-        listen,
-    );
+    let yaml = site.tls_yaml(&[&missing], "");
     let err = match Lb::start(&lb_bin(), None, &yaml, free_local_addr(), &[]) {
         Ok(lb) => panic!("lb started without its certificate; log:\n{}", lb.log()),
         Err(e) => format!("{e:#}"),
@@ -703,34 +652,20 @@ fn missing_certificate_file_fails_startup_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_certificate_on_reload_is_rejected_and_old_one_kept() {
-    let pki = Pki::new();
-    let a = pki.leaf("a", &["a.test"]);
+    let site = Site::new();
     let garbage = Leaf {
-        cert: pki.dir.path().join("garbage.pem"),
-        key: a.key.clone(),
+        cert: site.dir.path().join("garbage.pem"),
+        key: site.a.key.clone(),
     };
-    std::fs::write(
-        &garbage.cert,
-        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
-    )
-    .unwrap();
-    let origin = Origin::plain("web").unwrap();
-    let listen = free_local_addr();
-    let yaml = |l: &Leaf| {
-        config(
-            &[tls_listener("tls", listen, &[l], "", "")],
-            "",
-            "",
-            origin.addr(),
-        )
-    };
-    let lb = start(&yaml(&a), &["--watch-secs", "0"]);
+    let pem = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n";
+    std::fs::write(&garbage.cert, pem).unwrap();
+    let lb = start(&site.tls_yaml(&[&site.a], ""), &["--watch-secs", "0"]);
     let invalid = || {
         lb.metric("lb_config_reloads_total", &[("result", "invalid")])
             .unwrap()
     };
     assert_eq!(invalid(), 0.0);
-    lb.reload(&yaml(&garbage)).unwrap();
+    lb.reload(&site.tls_yaml(&[&garbage], "")).unwrap();
     lb.wait_log("config reload rejected", T).unwrap();
     assert!(
         lb.log().contains("listeners[0].tls.certificates[0]"),
@@ -738,41 +673,39 @@ async fn garbage_certificate_on_reload_is_rejected_and_old_one_kept() {
         lb.log()
     );
     assert_eq!(invalid(), 1.0);
-    let s = tls(listen, &verifying(&pki.ca.pem_path, &[]), "a.test")
+    let s = tls(site.listen, &site.verify(&[]), "a.test").await.unwrap();
+    assert_eq!(peer_der(&s), der(&site.a.cert), "still the old certificate");
+    let r = Client::handshake(s, false)
         .await
-        .unwrap();
-    assert_eq!(peer_der(&s), der(&a.cert), "still the old certificate");
-    assert_eq!(
-        Client::handshake(s, false)
-            .await
-            .send(get("https://a.test/"))
-            .await
-            .status,
-        200
-    );
+        .send(get("https://a.test/"))
+        .await;
+    assert_eq!(r.status, 200);
 }
 
 // ---------- 11. backend TLS and HSTS ----------
 
 #[test]
 fn backend_tls_checks_the_ca_and_presents_a_client_certificate() {
-    let pki = Pki::new();
-    let other = Ca::new(pki.dir.path(), "other").unwrap();
-    let leaf = pki.leaf("origin", &["origin.test"]);
-    let client = pki.leaf("client", &["lb.client"]);
-    let tls_opts = |name: &str, client_ca| OriginOptions {
-        name: name.into(),
-        tls: Some((leaf.cert.clone(), leaf.key.clone())),
-        client_ca,
-        ..Default::default()
+    let site = Site::new();
+    let other = Ca::new(site.dir.path(), "other").unwrap();
+    let leaf = site.leaf("origin", &["origin.test"]);
+    let client = site.leaf("client", &["lb.client"]);
+    let tls_origin = |name: &str, client_ca| {
+        Origin::start(OriginOptions {
+            name: name.into(),
+            tls: Some((leaf.cert.clone(), leaf.key.clone())),
+            client_ca,
+            ..Default::default()
+        })
+        .unwrap()
     };
-    let open = Origin::start(tls_opts("open", None)).unwrap();
-    let mutual = Origin::start(tls_opts("mutual", Some(pki.ca.pem_path.clone()))).unwrap();
-    let listen = free_local_addr();
+    let open = tls_origin("open", None);
+    let mutual = tls_origin("mutual", Some(site.ca.pem_path.clone()));
     let cluster = |name: &str, ca: &Path, origin: &Origin, extra: &str| {
+        let addr = origin.addr();
         format!(
-            "  - {{name: {name}, endpoints: [{{address: \"{}\"}}], tls: {{ca: {ca:?}, server_name: origin.test{extra}}}}}\n",
-            origin.addr()
+            "  - {{name: {name}, endpoints: [{{address: \"{addr}\"}}], \
+             tls: {{ca: {ca:?}, server_name: origin.test{extra}}}}}\n"
         )
     };
     let client_files = format!(
@@ -780,14 +713,16 @@ fn backend_tls_checks_the_ca_and_presents_a_client_certificate() {
         client.cert, client.key
     );
     let yaml = format!(
-        "listeners: [{}]\nroutes:\n  - {{hosts: [good.test], cluster: good}}\n  - {{hosts: [badca.test], cluster: badca}}\n  - {{hosts: [mtls.test], cluster: mtls}}\nclusters:\n{}{}{}",
-        plain("plain", listen),
-        cluster("good", &pki.ca.pem_path, &open, ""),
+        "listeners: [{}]\nroutes:\n  - {{hosts: [good.test], cluster: good}}\n  \
+         - {{hosts: [badca.test], cluster: badca}}\n  - {{hosts: [mtls.test], cluster: mtls}}\n\
+         clusters:\n{}{}{}",
+        plain("plain", site.listen),
+        cluster("good", &site.ca.pem_path, &open, ""),
         cluster("badca", &other.pem_path, &open, ""),
-        cluster("mtls", &pki.ca.pem_path, &mutual, &client_files),
+        cluster("mtls", &site.ca.pem_path, &mutual, &client_files),
     );
     let lb = start(&yaml, &[]);
-    let get = |host: &str, path: &str| blocking::get(listen, host, path, T).unwrap();
+    let get = |host: &str, path: &str| blocking::get(site.listen, host, path, T).unwrap();
     let r = get("good.test", "/good");
     assert_eq!(
         (r.status, r.header("x-backend")),
@@ -813,38 +748,27 @@ fn backend_tls_checks_the_ca_and_presents_a_client_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hsts_is_added_on_tls_listeners_only() {
-    let pki = Pki::new();
-    let a = pki.leaf("a", &["a.test"]);
-    let origin = Origin::plain("web").unwrap();
-    let (secure, clear) = (free_local_addr(), free_local_addr());
+    let site = Site::new();
+    let clear = free_local_addr();
     let listeners = [
-        tls_listener("tls", secure, &[&a], "", ""),
+        tls_listener("tls", site.listen, &[&site.a], "", ""),
         plain("plain", clear),
     ];
     let hsts = ", hsts: {max_age: 600, include_subdomains: true}";
-    let _lb = start(&config(&listeners, hsts, "", origin.addr()), &[]);
-    let s = tls(secure, &verifying(&pki.ca.pem_path, &[b"h2"]), "a.test")
-        .await
-        .unwrap();
-    let r = Client::handshake(s, true)
-        .await
-        .send(get("https://a.test/"))
-        .await;
-    assert_eq!(r.status, 200);
+    let _lb = start(&config(&listeners, hsts, "", site.origin.addr()), &[]);
     let want = Some("max-age=600; includeSubDomains");
-    assert_eq!(r.header("strict-transport-security"), want);
-    let s = tls(secure, &verifying(&pki.ca.pem_path, &[]), "a.test")
-        .await
-        .unwrap();
-    let r = Client::handshake(s, false)
-        .await
-        .send(get("https://a.test/"))
-        .await;
-    assert_eq!(
-        r.header("strict-transport-security"),
-        want,
-        "over HTTP/1.1 too"
-    );
+    for h2 in [true, false] {
+        let alpn: &[u8] = if h2 { b"h2" } else { b"http/1.1" };
+        let s = tls(site.listen, &site.verify(&[alpn]), "a.test")
+            .await
+            .unwrap();
+        let r = Client::handshake(s, h2)
+            .await
+            .send(get("https://a.test/"))
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("strict-transport-security"), want, "h2: {h2}");
+    }
     let r = tcp_client(clear, false)
         .await
         .send(get("http://a.test/"))
