@@ -138,8 +138,8 @@ impl fmt::Display for Ms {
 /// HAProxy-httplog-like line (fields separated by single spaces; empty/None values are `-`):
 ///
 /// ```text
-/// client:port [time] listener route/cluster/endpoint Tq/Tw/Tc/Tr/Ta status bytes - - TERM retries "METHOD host path PROTO"
-/// 192.0.2.10:51234 [2024-02-29T12:34:56.789Z] https api/web/10.0.0.5:8080 -1/0/1/12/15 200 1234 - - -- 0 "GET example.com /x?y=1 HTTP/1.1"
+/// client:port [time] listener route/cluster/endpoint Tq/Tw/Tc/Tr/Ta status bytes - - TERM retries "METHOD path PROTO"
+/// 192.0.2.10:51234 [2024-02-29T12:34:56.789Z] https api/web/10.0.0.5:8080 -1/0/1/12/15 200 1234 - - -- 0 "GET /x?y=1 HTTP/1.1"
 /// ```
 ///
 /// * `Tq` (time to receive the request) is not in [`Record`] and is always -1; `Tw` =
@@ -149,16 +149,17 @@ impl fmt::Display for Ms {
 /// * The two `-` stand where HAProxy logs captured request/response cookies.
 /// * `time` is the record's RFC 3339 time rather than HAProxy's `dd/Mon/yyyy:hh:mm:ss.mmm`.
 /// * Client IPv6 addresses print as `[addr]:port`. Values are escaped by `Esc`.
+/// * As in HAProxy's httplog, the host is not in the request field (the JSON format has it).
 pub fn format_text(r: &Record) -> String {
     let (c, t, l) = (r.client, Esc(&r.time), Esc(&r.listener));
     let (ro, cl, ep) = (esc_opt(&r.route), esc_opt(&r.cluster), esc_opt(&r.endpoint));
     let (tw, tc, tr) = (Ms(r.t_queue_ms), Ms(r.t_connect_ms), Ms(r.t_response_ms));
     let (ta, st, by) = (Ms(Some(r.t_total_ms)), r.status, r.bytes_out);
     let (te, re, me) = (Esc(&r.termination), r.retries, Esc(&r.method));
-    let (ho, pa, pr) = (Esc(&r.host), Esc(&r.path), Esc(&r.protocol));
+    let (pa, pr) = (Esc(&r.path), Esc(&r.protocol));
     format!(
         "{c} [{t}] {l} {ro}/{cl}/{ep} -1/{tw}/{tc}/{tr}/{ta} {st} {by} - - {te} {re} \
-         \"{me} {ho} {pa} {pr}\""
+         \"{me} {pa} {pr}\""
     )
 }
 

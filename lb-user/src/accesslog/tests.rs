@@ -83,7 +83,7 @@ fn text_line_exact() {
     assert_eq!(
         format_text(&record(1)),
         "192.0.2.10:51234 [2024-02-29T12:34:56.789Z] https api/web/10.0.0.5:8080 \
-         -1/0/1/12/15 200 1234 - - -- 1 \"GET example.com /v1/items?id=7 HTTP/1.1\""
+         -1/0/1/12/15 200 1234 - - -- 1 \"GET /v1/items?id=7 HTTP/1.1\""
     );
     let mut r = record(1);
     r.client = "[2001:db8::1]:443".parse().unwrap();
@@ -97,7 +97,7 @@ fn text_line_exact() {
     assert_eq!(
         format_text(&r),
         "[2001:db8::1]:443 [2024-02-29T12:34:56.789Z] https -/-/- -1/-1/-1/-1/3 502 0 - - \
-         SC 0 \"GET - /a\\x20b\\x22c\\x5c\\x0a\\u{2028} HTTP/2\""
+         SC 0 \"GET /a\\x20b\\x22c\\x5c\\x0a\\u{2028} HTTP/2\""
     );
 }
 

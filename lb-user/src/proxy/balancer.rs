@@ -11,7 +11,8 @@ pub enum Picker {
     RoundRobin(Wrr),
     LeastConnections(AtomicUsize),
     Random(Vec<u64>),
-    Hash(Vec<u32>),
+    /// Maglev table, and a rotation for requests without a key (round robin among the idle).
+    Hash(Vec<u32>, AtomicUsize),
 }
 
 impl Picker {
@@ -41,6 +42,7 @@ impl Picker {
     pub fn hash(keys: &[(u64, u32)]) -> Self {
         Picker::Hash(
             crate::maglev::build(keys, crate::maglev::DEFAULT_TABLE_SIZE).unwrap_or_default(),
+            AtomicUsize::new(0),
         )
     }
 
@@ -73,10 +75,16 @@ impl Picker {
                     (a, b) => a.or(b),
                 }
             }
-            Picker::Hash(table) => key
-                .and_then(|k| crate::maglev::lookup(table, k))
-                .map(|i| i as usize)
-                .filter(|i| ok(*i)),
+            Picker::Hash(table, rotate) => match key {
+                Some(k) => crate::maglev::lookup(table, k)
+                    .map(|i| i as usize)
+                    .filter(|i| ok(*i)),
+                // No key (header/cookie absent): spread like HAProxy's round-robin fallback.
+                None => {
+                    let start = rotate.fetch_add(1, AtomicOrdering::Relaxed);
+                    least_loaded(weights, load, &ok, start)
+                }
+            },
         };
         first.or_else(|| least_loaded(weights, load, &ok, 0))
     }
@@ -286,6 +294,14 @@ mod tests {
         }
         let other = p.pick(&w, &|_| 0, Some(k), &[first]).unwrap();
         assert_ne!(other, first);
+        let keyless: std::collections::HashSet<usize> = (0..8)
+            .filter_map(|_| p.pick(&w, &|_| 0, None, &[]))
+            .collect();
+        assert_eq!(
+            keyless.len(),
+            4,
+            "requests without a key rotate over all endpoints"
+        );
     }
 
     #[test]

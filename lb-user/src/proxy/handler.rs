@@ -120,7 +120,8 @@ async fn serve(
         return Err(ProxyError::Forbidden(ip));
     }
     if let Action::Redirect(rd) = &route.action {
-        let loc = headers::redirect_location(rd, req.uri(), &ex.host, conn.tls, m.prefix_len)
+        let port = super::router::request_port(&req);
+        let loc = headers::redirect_location(rd, req.uri(), &ex.host, port, conn.tls, m.prefix_len)
             .ok_or(ProxyError::Internal(
                 "cannot build redirect location".into(),
             ))?;

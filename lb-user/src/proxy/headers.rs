@@ -242,11 +242,13 @@ pub fn rewrite_prefix(uri: &Uri, prefix_len: usize, new_prefix: &str) -> Option<
     PathAndQuery::try_from(out).ok()
 }
 
-/// Location for a redirect route. `prefix_len` is the matched prefix (0 when not a prefix route).
+/// Location for a redirect route. `prefix_len` is the matched prefix (0 when not a prefix route);
+/// `port` the request's explicit port, kept when the redirect changes neither scheme nor host.
 pub fn redirect_location(
     rd: &Redirect,
     uri: &Uri,
     host: &str,
+    port: Option<u16>,
     tls: bool,
     prefix_len: usize,
 ) -> Option<HeaderValue> {
@@ -255,7 +257,12 @@ pub fn redirect_location(
         .as_deref()
         .unwrap_or(if tls { "https" } else { "http" });
     let host = rd.host.as_deref().unwrap_or(host);
-    let port = rd.port.map(|p| format!(":{p}")).unwrap_or_default();
+    let same_origin = rd.scheme.is_none() && rd.host.is_none();
+    let port = rd
+        .port
+        .or(port.filter(|_| same_origin))
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
     let pq = match &rd.path_prefix {
         Some(p) if prefix_len > 0 => rewrite_prefix(uri, prefix_len, p)?,
         Some(p) => PathAndQuery::try_from(match uri.query() {

@@ -122,7 +122,8 @@ fn redirect_locations() {
         status: 301,
     };
     let uri: Uri = "/old/page?q=1".parse().unwrap();
-    let loc = |r: &Redirect, len| redirect_location(r, &uri, "a.example", false, len).unwrap();
+    let loc =
+        |r: &Redirect, len| redirect_location(r, &uri, "a.example", None, false, len).unwrap();
     assert_eq!(
         loc(&rd(Some("https"), None, None), 0),
         "https://a.example/old/page?q=1"

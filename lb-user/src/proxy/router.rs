@@ -32,6 +32,19 @@ pub fn request_host<B>(req: &Request<B>) -> Result<Option<Cow<'_, str>>, HostErr
     normalize(raw).map(Some)
 }
 
+/// The explicit port of the request's authority (absolute URI, else Host), if any.
+pub fn request_port<B>(req: &Request<B>) -> Option<u16> {
+    if let Some(auth) = req.uri().authority() {
+        return auth.port_u16();
+    }
+    let host = req.headers().get(HOST)?.to_str().ok()?;
+    let after = match host.rfind(']') {
+        Some(end) => &host[end + 1..],
+        None => host,
+    };
+    after.rsplit_once(':')?.1.parse().ok()
+}
+
 /// `Example.COM:8080` -> `example.com`, `[::1]:80` -> `[::1]`.
 fn normalize(raw: &str) -> Result<Cow<'_, str>, HostError> {
     let host = if raw.starts_with('[') {
@@ -126,6 +139,19 @@ mod tests {
         assert_eq!(
             host(&req(Version::HTTP_11, &["a", "b"], "/")),
             Err(HostError::Multiple)
+        );
+    }
+
+    #[test]
+    fn ports() {
+        let p = |h: &str| request_port(&req(Version::HTTP_11, &[h], "/"));
+        assert_eq!(p("a.example:8080"), Some(8080));
+        assert_eq!(p("a.example"), None);
+        assert_eq!(p("[::1]:81"), Some(81));
+        assert_eq!(p("[::1]"), None);
+        assert_eq!(
+            request_port(&req(Version::HTTP_11, &["x"], "http://h:82/")),
+            Some(82)
         );
     }
 
