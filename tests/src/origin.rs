@@ -3,7 +3,9 @@
 //!
 //! Paths: `/status/N`, `/delay/MS`, `/hang` (never answers; bounded by the origin's lifetime),
 //! `/echo` (body back), `/trailers` (body `ok` + `grpc-status: 0` trailers), `/ws` (101 then echo),
-//! `/close` (answer, then close), `/big/N` (N bytes, chunked); anything else: `200 NAME\n`.
+//! `/close` (answer, then close), `/big/N` (N bytes, chunked), `/first-chunk` (answers with the
+//! size of the request body's first frame without reading the rest), `/gated` (sends `part1\n`,
+//! then `part2\n` only after a request to `/release`); anything else: `200 NAME\n`.
 //! Every response carries `x-backend: NAME` and `x-protocol: HTTP/1.1|HTTP/2.0`.
 
 use anyhow::{Context, Result};
@@ -49,6 +51,7 @@ pub struct Seen {
 
 #[derive(Default)]
 struct Shared {
+    release: tokio::sync::Notify,
     requests: AtomicU64,
     connections: AtomicU64,
     seen: Mutex<Vec<Seen>>,
@@ -253,12 +256,23 @@ async fn respond(
     let path = req.uri().path().to_string();
     let version = format!("{:?}", req.version());
     let upgrade = (path == "/ws").then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (parts, mut body) = req.into_parts();
+    let bytes = if path == "/first-chunk" {
+        // Only the first data frame: proves the proxy streams request bodies.
+        let mut first = Bytes::new();
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(d) = frame.into_data() {
+                first = d;
+                break;
+            }
+        }
+        first
+    } else {
+        body.collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default()
+    };
     shared.requests.fetch_add(1, Ordering::SeqCst);
     if let Ok(mut seen) = shared.seen.lock() {
         seen.push(Seen {
@@ -291,6 +305,24 @@ async fn respond(
             full("")
         }
         ["", "echo"] => full(bytes),
+        ["", "first-chunk"] => full(format!("{}\n", bytes.len())),
+        ["", "release"] => {
+            shared.release.notify_waiters();
+            full("released\n")
+        }
+        ["", "gated"] => {
+            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            let sh = shared.clone();
+            tokio::spawn(async move {
+                let gate = sh.release.notified();
+                tokio::pin!(gate);
+                gate.as_mut().enable();
+                let _ = tx.send(Frame::data(Bytes::from_static(b"part1\n"))).await;
+                let _ = tokio::time::timeout(LIFETIME, gate).await;
+                let _ = tx.send(Frame::data(Bytes::from_static(b"part2\n"))).await;
+            });
+            Chan(rx).boxed()
+        }
         ["", "close"] => {
             close = true;
             full(format!("{}\n", opts.name))
@@ -361,6 +393,21 @@ async fn respond(
         h.insert("connection", http::HeaderValue::from_static("close"));
     }
     Ok(resp)
+}
+
+/// A body fed by a task (frames arrive when the task sends them).
+struct Chan(tokio::sync::mpsc::Receiver<Frame<Bytes>>);
+
+impl hyper::body::Body for Chan {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.0.poll_recv(cx).map(|f| f.map(Ok))
+    }
 }
 
 /// A body that yields prepared frames one by one (data chunks, then maybe trailers).
