@@ -179,3 +179,35 @@ fn slow_request_heads_are_cut_off_after_header_timeout() {
         "the slow head never reached the origin"
     );
 }
+
+#[test]
+fn a_declined_upgrade_closes_the_connection() {
+    // The framing guard stops checking after an Upgrade request; if the endpoint does not switch
+    // protocols, lb must not read a (possibly smuggled) next request from that connection.
+    let origin = Origin::plain("o").unwrap();
+    let (listen, admin) = (free_local_addr(), free_local_addr());
+    let _lb = Lb::start(
+        &lb_bin(),
+        None,
+        &config(listen, origin.addr(), "", ""),
+        admin,
+        &[],
+    )
+    .unwrap();
+    let mut s = TcpStream::connect(listen).unwrap();
+    s.write_all(
+        b"GET /plain HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\
+          POST /smuggled HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.set_read_timeout(Some(T)).unwrap();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+    assert!(
+        out.to_ascii_lowercase().contains("connection: close"),
+        "{out:?}"
+    );
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out:?}");
+    assert!(origin.seen().iter().all(|r| !r.uri.contains("smuggled")));
+}

@@ -31,8 +31,11 @@ pub async fn handle(
         req.uri().clone(),
         req.version(),
     );
+    // The framing guard stops checking after an Upgrade or CONNECT request: if we do not
+    // switch protocols, nothing else may be read from this connection.
+    let must_close = is_upgrade(&req) || req.method() == hyper::Method::CONNECT;
     let outcome = serve(&table, &conn, &mut ex, req).await;
-    Ok(match outcome {
+    let mut resp = match outcome {
         Ok(Outcome::Local(resp)) => {
             ex.status = resp.status().as_u16();
             table.unrouted.record(ex.status);
@@ -72,7 +75,12 @@ pub async fn handle(
             ex.finish(len, termination);
             resp
         }
-    })
+    };
+    if must_close && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(resp)
 }
 
 pub enum Outcome {
@@ -253,9 +261,12 @@ fn content_length<B>(req: &Request<B>) -> Option<u64> {
         .ok()
 }
 
-/// Framing hyper accepts but a proxy must not forward (request smuggling): both
-/// Content-Length and Transfer-Encoding, or Transfer-Encoding on HTTP/1.0.
+/// Framing a proxy must not forward (request smuggling), checked again after the raw-byte
+/// guard (h1guard.rs) for what reaches us by other paths; CONNECT (no tunnels here).
 fn check_framing<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    if req.method() == hyper::Method::CONNECT {
+        return Err(ProxyError::BadRequest("CONNECT is not supported"));
+    }
     let h = req.headers();
     if h.contains_key(header::TRANSFER_ENCODING) {
         if h.contains_key(header::CONTENT_LENGTH) {

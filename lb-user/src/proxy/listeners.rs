@@ -1,6 +1,7 @@
 //! The listener set: binds what the snapshot lists, stops what it no longer lists (open
 //! connections finish); each connection: limit, PROXY header, TLS, then HTTP/1.1 or HTTP/2.
 
+use super::h1guard::HeadGuard;
 use super::{handler, ProxyCtx};
 use crate::config::Listener;
 use crate::proxy_protocol;
@@ -215,6 +216,15 @@ async fn http<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Strict HTTP/1.1 framing in front of hyper (request smuggling); HTTP/2 passes through.
+    let mut io = HeadGuard::new(io, limits.max_header_bytes);
+    if http2 {
+        // The HTTP/2 detection waits for the first bytes without a timeout of its own.
+        tokio::time::timeout(limits.header_timeout.0, io.first_head())
+            .await
+            .map_err(|_| "no request head within header_timeout".to_string())?
+            .map_err(|e| e.to_string())?;
+    }
     let info = Arc::new(info);
     let svc = service_fn(move |req| handler::handle(ctx.clone(), info.clone(), req));
     let mut builder = auto::Builder::new(TokioExecutor::new());

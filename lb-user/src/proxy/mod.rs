@@ -5,6 +5,7 @@ pub mod balancer;
 pub mod body;
 pub mod exchange;
 pub mod forward;
+pub mod h1guard;
 pub mod handler;
 pub mod headers;
 pub mod listeners;
