@@ -58,8 +58,8 @@ impl Prepared {
         } else if retry_allowed
             && known.is_some_and(|n| n <= REPLAY_LIMIT.min(max_body.max(REPLAY_LIMIT)))
         {
-            let bytes = Limited::new(body, REPLAY_LIMIT as usize)
-                .collect()
+            // Boxed: a rare path whose state would otherwise enlarge every request's future.
+            let bytes = Box::pin(Limited::new(body, REPLAY_LIMIT as usize).collect())
                 .await
                 .map_err(|e| ProxyError::BadBody(e.to_string()))?
                 .to_bytes();

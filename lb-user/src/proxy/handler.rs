@@ -161,7 +161,7 @@ async fn serve(
         h.insert(header::UPGRADE, v);
     }
     let trusted = trusted(listener.as_deref(), conn);
-    headers::forwarded(h, conn.client, conn.tls, &ex.host, trusted);
+    headers::forwarded(h, &conn.client_id, conn.tls, &ex.host, trusted);
     ex.request_id = Some(headers::request_id(h));
     route.request_edits.apply(h);
     if let Some(auth) = req.uri().authority() {

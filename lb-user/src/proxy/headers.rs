@@ -134,10 +134,34 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     }
 }
 
+/// What the forwarding headers say about one client, formatted once per connection.
+#[derive(Debug, Clone)]
+pub struct ClientId {
+    /// `192.0.2.7` (IPv4-mapped IPv6 shown as IPv4).
+    pub ip: HeaderValue,
+    /// `for=192.0.2.7` or `for="[2001:db8::1]"`.
+    pub forwarded_for: String,
+}
+
+impl ClientId {
+    pub fn new(client: SocketAddr) -> Self {
+        let ip = client.ip().to_canonical();
+        let text = ip.to_string();
+        let forwarded_for = if ip.is_ipv6() {
+            format!("for=\"[{text}]\"")
+        } else {
+            format!("for={text}")
+        };
+        ClientId {
+            ip: HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("unknown")),
+            forwarded_for,
+        }
+    }
+}
+
 /// X-Forwarded-For/-Proto/-Host and Forwarded. From a trusted client the existing values are
 /// kept and ours appended; from anyone else they are replaced by what we saw.
-pub fn forwarded(h: &mut HeaderMap, client: SocketAddr, tls: bool, host: &str, trusted: bool) {
-    let ip = client.ip().to_canonical();
+pub fn forwarded(h: &mut HeaderMap, client: &ClientId, tls: bool, host: &str, trusted: bool) {
     let proto = if tls { "https" } else { "http" };
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -151,15 +175,15 @@ pub fn forwarded(h: &mut HeaderMap, client: SocketAddr, tls: bool, host: &str, t
         (!v.is_empty()).then(|| v.join(", "))
     };
     let xff = match (trusted, prior(h, &XFF)) {
-        (true, Some(p)) => format!("{p}, {ip}"),
-        _ => ip.to_string(),
+        (true, Some(p)) => {
+            HeaderValue::from_str(&format!("{p}, {}", client.ip.to_str().unwrap_or("unknown"))).ok()
+        }
+        _ => Some(client.ip.clone()),
     };
-    let for_node = if ip.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.to_string()
-    };
-    let mut fwd = format!("for={for_node};proto={proto}");
+    let mut fwd = String::with_capacity(client.forwarded_for.len() + host.len() + 20);
+    fwd.push_str(&client.forwarded_for);
+    fwd.push_str(";proto=");
+    fwd.push_str(proto);
     if is_token(host) {
         fwd.push_str(";host=");
         fwd.push_str(host);
@@ -170,17 +194,14 @@ pub fn forwarded(h: &mut HeaderMap, client: SocketAddr, tls: bool, host: &str, t
     };
     let keep_proto = trusted && h.contains_key(&XFP);
     let keep_host = trusted && h.contains_key(&XFH);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         h.insert(XFF, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&fwd) {
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)) {
         h.insert(header::FORWARDED, v);
     }
     if !keep_proto {
-        h.insert(
-            XFP,
-            HeaderValue::from_static(if tls { "https" } else { "http" }),
-        );
+        h.insert(XFP, HeaderValue::from_static(proto));
     }
     if !keep_host {
         if let Ok(v) = HeaderValue::from_str(host) {
@@ -204,8 +225,13 @@ pub fn request_id(h: &mut HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    let v = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 32];
+    let n = fastrand::u128(..);
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    let v = HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"));
     h.insert(REQUEST_ID, v.clone());
     v
 }

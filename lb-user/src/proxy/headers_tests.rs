@@ -31,12 +31,18 @@ fn forwarded_overwrites_untrusted_and_appends_trusted() {
     h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
     h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
     let mut trusted = h.clone();
-    forwarded(&mut h, client, false, "app.example", false);
+    forwarded(&mut h, &ClientId::new(client), false, "app.example", false);
     assert_eq!(h["x-forwarded-for"], "192.0.2.7");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "app.example");
     assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http;host=app.example");
-    forwarded(&mut trusted, client, false, "app.example", true);
+    forwarded(
+        &mut trusted,
+        &ClientId::new(client),
+        false,
+        "app.example",
+        true,
+    );
     assert_eq!(trusted["x-forwarded-for"], "6.6.6.6, 192.0.2.7");
     assert_eq!(trusted["x-forwarded-proto"], "https");
     assert_eq!(
@@ -46,7 +52,7 @@ fn forwarded_overwrites_untrusted_and_appends_trusted() {
     let mut v6 = HeaderMap::new();
     forwarded(
         &mut v6,
-        "[2001:db8::1]:1".parse().unwrap(),
+        &ClientId::new("[2001:db8::1]:1".parse().unwrap()),
         true,
         "h",
         false,
@@ -55,7 +61,7 @@ fn forwarded_overwrites_untrusted_and_appends_trusted() {
     let mut mapped = HeaderMap::new();
     forwarded(
         &mut mapped,
-        "[::ffff:10.0.0.1]:1".parse().unwrap(),
+        &ClientId::new("[::ffff:10.0.0.1]:1".parse().unwrap()),
         true,
         "h",
         false,

@@ -27,6 +27,8 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     pub listener: Arc<str>,
     pub tls: bool,
+    /// The client as the forwarding headers show it (formatted once per connection).
+    pub client_id: super::headers::ClientId,
 }
 
 pub struct ListenerSet {
@@ -168,6 +170,7 @@ async fn serve(
         local,
         listener: name,
         tls: listener.tls.is_some(),
+        client_id: super::headers::ClientId::new(peer),
     };
     if listener.proxy_trusted.iter().any(|n| n.contains(&peer_ip)) {
         let (addrs, stream) = proxy_protocol::accept(stream, listener.proxy_timeout)
@@ -175,6 +178,7 @@ async fn serve(
             .map_err(|e| format!("PROXY header from {peer}: {e}"))?;
         if let Some(a) = addrs {
             info.client = a.source;
+            info.client_id = super::headers::ClientId::new(a.source);
         }
         return tls_then_http(stream, info, &listener, ctx, shutdown).await;
     }

@@ -139,9 +139,11 @@ impl Pool {
             }
         }
         let started = Instant::now();
+        // Boxed: the connect/TLS/handshake state is large and only needed on this slow path;
+        // inline it would be copied with every request's future.
         let conn = tokio::time::timeout(
             settings.connect_timeout,
-            connect(self.address, &settings, who),
+            Box::pin(connect(self.address, &settings, who)),
         )
         .await
         .map_err(|_| ConnectError::Timeout(settings.connect_timeout))??;
