@@ -86,10 +86,17 @@ fn main() -> ExitCode {
                 grace: Duration::from_secs(grace_secs),
                 watch: (watch_secs > 0).then(|| Duration::from_secs(watch_secs)),
             };
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = workers {
-                rt.worker_threads(usize::from(n));
-            }
+            // One worker: a current-thread runtime (no work-stealing bookkeeping), like one
+            // HAProxy thread; more: the multi-threaded scheduler.
+            let mut rt = match workers {
+                Some(1) => tokio::runtime::Builder::new_current_thread(),
+                Some(n) => {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(usize::from(n));
+                    b
+                }
+                None => tokio::runtime::Builder::new_multi_thread(),
+            };
             let rt = match rt.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
