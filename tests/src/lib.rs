@@ -1,12 +1,10 @@
 //! Test support for the load balancer: packet fixtures and checksums, network-namespace
 //! topologies, XDP attachment and a tiny HTTP/1.1 backend and client (tests and demos).
 
-pub mod certs;
 pub mod checksum;
 pub mod http;
 pub mod lb;
 pub mod netns;
-pub mod origin;
 pub mod packet;
 pub mod process;
 pub mod topology;

@@ -2,16 +2,18 @@
 //! the per-endpoint queue, listener connection/rate/size limits, PROXY protocol in and out,
 //! a request-smuggling battery, and 1000 reloads under load without a failed request.
 
+mod support;
+
 use lb_tests::http::{self, Backend, KeepAliveClient, Response};
 use lb_tests::lb::{free_local_addr, metric_sum, Lb};
 use lb_tests::lb_bin;
-use lb_tests::origin::{Origin, OriginOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use support::origin::{Origin, OriginOptions};
 
 const T: Duration = Duration::from_secs(5);
 

@@ -2,17 +2,17 @@
 //! versions, ALPN, h2c, HTTP/2 upstreams, trailers, WebSocket tunnels, streamed bodies,
 //! certificate reloads (file watch and SIGHUP), bad certificates, backend TLS and HSTS.
 
+mod support;
+
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Version};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty};
 use hyper::body::Frame;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lb_tests::certs::{self, Ca, Leaf};
 use lb_tests::http as blocking;
 use lb_tests::lb::{free_local_addr, Lb};
 use lb_tests::lb_bin;
-use lb_tests::origin::{Origin, OriginOptions};
 use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -24,6 +24,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use support::certs::{self, Ca, Leaf};
+use support::origin::{Origin, OriginOptions};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;

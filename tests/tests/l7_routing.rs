@@ -3,16 +3,18 @@
 //! cluster splits and canaries, redirects and rewrites, header work, per-route ACLs and the
 //! access log (JSON and text).
 
+mod support;
+
 use lb_tests::http::{self, Backend, KeepAliveClient, Response};
 use lb_tests::lb::{free_local_addr, Lb};
 use lb_tests::lb_bin;
-use lb_tests::origin::Origin;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::origin::Origin;
 
 const T: Duration = Duration::from_secs(5);
 

@@ -2,12 +2,14 @@
 //! watched (reload without SIGHUP; a bad write keeps the old config), and slow request heads
 //! are cut off after `header_timeout`.
 
+mod support;
+
 use lb_tests::lb::{free_local_addr, Lb};
 use lb_tests::lb_bin;
-use lb_tests::origin::Origin;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+use support::origin::Origin;
 
 const T: Duration = Duration::from_secs(5);
 
