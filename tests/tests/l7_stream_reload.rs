@@ -213,3 +213,38 @@ fn a_declined_upgrade_closes_the_connection() {
     assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out:?}");
     assert!(origin.seen().iter().all(|r| !r.uri.contains("smuggled")));
 }
+
+#[test]
+fn empty_responses_end_normally_and_keep_their_upstream_connection() {
+    // 204 and HEAD responses have no body to stream: the exchange still ends normally (not as a
+    // client abort) and the upstream connection goes back to the pool.
+    let backend =
+        lb_tests::http::Backend::start(None, "127.0.0.1:0".parse().unwrap(), "b").unwrap();
+    let (listen, admin) = (free_local_addr(), free_local_addr());
+    let lb = Lb::start(
+        &lb_bin(),
+        None,
+        &config(listen, backend.addr(), "", ""),
+        admin,
+        &[],
+    )
+    .unwrap();
+    let mut c = lb_tests::http::KeepAliveClient::connect(listen, T).unwrap();
+    for _ in 0..3 {
+        assert_eq!(c.get("t", "/status/204").unwrap().status, 204);
+        assert_eq!(c.request("HEAD", "t", "/", &[], b"").unwrap().status, 200);
+    }
+    assert_eq!(backend.requests(), 6);
+    assert_eq!(backend.connections(), 1, "one pooled upstream connection");
+    let deadline = Instant::now() + T;
+    while lb.log().matches("\"termination\":\"--\"").count() < 6 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        lb.log().matches("\"termination\":\"--\"").count(),
+        6,
+        "{}",
+        lb.log()
+    );
+    assert!(!lb.log().contains("\"termination\":\"CD\""));
+}

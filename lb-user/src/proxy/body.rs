@@ -170,9 +170,17 @@ impl Body for DownBody {
 
 impl Drop for DownBody {
     fn drop(&mut self) {
-        if let DownBody::Proxied { finish, bytes, .. } = self {
-            // Dropped before the end: the client went away (or the connection is closing).
-            complete(finish, *bytes, Some(*b"CD"));
+        if let DownBody::Proxied {
+            inner,
+            finish,
+            bytes,
+        } = self
+        {
+            // A body with nothing to send (HEAD, 204, 304, length 0) is never polled: that is
+            // a normal end, and the connection goes back to the pool. Anything else dropped
+            // early: the client went away.
+            let termination = (!inner.is_end_stream()).then_some(*b"CD");
+            complete(finish, *bytes, termination);
         }
     }
 }
