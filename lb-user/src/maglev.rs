@@ -36,8 +36,8 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
-/// MurmurHash3's 64-bit finalizer.
-fn fmix64(mut k: u64) -> u64 {
+/// MurmurHash3's 64-bit finalizer (also mixes the rate limiter's slot index).
+pub fn fmix64(mut k: u64) -> u64 {
     k ^= k >> 33;
     k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
     k ^= k >> 33;

@@ -68,16 +68,6 @@ fn unpack(word: u64) -> (u64, u64) {
     (word & TOKEN_MASK, word >> TOKEN_BITS)
 }
 
-/// MurmurHash3's 64-bit finalizer.
-fn fmix64(mut k: u64) -> u64 {
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    k ^= k >> 33;
-    k
-}
-
 impl RateLimiter {
     /// `rate_per_sec` tokens are added per second up to `burst` (clamped to
     /// `1..=MAX_BURST`); a new client starts with a full bucket. `slots` is rounded up to a
@@ -111,7 +101,8 @@ impl RateLimiter {
             IpAddr::V4(v4) => (u64::from(u32::from(v4)), 4),
             IpAddr::V6(v6) => ((u128::from(v6) >> 64) as u64, 6),
         };
-        (fmix64(fmix64(key ^ self.seed) ^ family) as usize) & self.mask
+        (crate::maglev::fmix64(crate::maglev::fmix64(key ^ self.seed) ^ family) as usize)
+            & self.mask
     }
 
     fn millis(&self, now: Instant) -> u64 {

@@ -4,7 +4,7 @@
 use super::body::{ReqStats, UpBody};
 use super::exchange::{Exchange, InFlight};
 use super::listeners::ConnInfo;
-use super::table::{ClusterRuntime, ClusterState, Endpoint, Table};
+use super::table::{ClusterRuntime, ClusterState, Endpoint};
 use super::upstream::{Conn, ConnFor};
 use crate::config::{HashOn, RetryOn};
 use crate::error::ProxyError;
@@ -143,7 +143,6 @@ struct Failure {
 }
 
 pub async fn run(
-    _table: &Table,
     cluster: &ClusterState,
     conn: &ConnInfo,
     ex: &mut Exchange,

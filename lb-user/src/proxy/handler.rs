@@ -39,7 +39,7 @@ pub async fn handle(
         Ok(Outcome::Local(resp)) => {
             ex.status = resp.status().as_u16();
             table.unrouted.record(ex.status);
-            let len = resp.body().size_hint_len();
+            let len = body_len(resp.body());
             ex.finish(len, *b"--");
             resp
         }
@@ -71,7 +71,7 @@ pub async fn handle(
                 &err.to_string(),
                 matches!(err, ProxyError::RateLimited),
             );
-            let len = resp.body().size_hint_len();
+            let len = body_len(resp.body());
             ex.finish(len, termination);
             resp
         }
@@ -185,7 +185,7 @@ async fn serve(
         .and_then(|a| cookie(req.headers(), &a.cookie).map(str::to_string));
     let prepared =
         Prepared::new(req, path, max_body, cluster, ex, upgrade, affinity.clone()).await?;
-    let (mut resp, pooled, endpoint) = forward::run(table, cluster, conn, ex, prepared).await?;
+    let (mut resp, pooled, endpoint) = forward::run(cluster, conn, ex, prepared).await?;
     endpoint.counters.record(resp.status().as_u16());
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         headers::strip_hop_by_hop(resp.headers_mut(), false);
@@ -281,14 +281,8 @@ fn check_framing<B>(req: &Request<B>) -> Result<(), ProxyError> {
     Ok(())
 }
 
-trait SizeHintLen {
-    fn size_hint_len(&self) -> u64;
-}
-
-impl SizeHintLen for DownBody {
-    fn size_hint_len(&self) -> u64 {
-        hyper::body::Body::size_hint(self).exact().unwrap_or(0)
-    }
+fn body_len(b: &DownBody) -> u64 {
+    hyper::body::Body::size_hint(b).exact().unwrap_or(0)
 }
 
 /// A response we generate ourselves (errors, redirects): short text body, never cached.

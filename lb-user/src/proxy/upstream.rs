@@ -169,10 +169,6 @@ impl Pool {
             }
         }
     }
-
-    pub fn idle(&self) -> usize {
-        self.idle.len()
-    }
 }
 
 async fn connect(
