@@ -5,7 +5,9 @@ use crate::accesslog::AccessLog;
 use crate::admin::{self, metrics::Metrics};
 use crate::bpf::{Dataplane, LoadOptions};
 use crate::config;
+use crate::health::monitor::{self, Handles};
 use crate::proxy::{listeners::ListenerSet, table::Table, ProxyCtx};
+use crate::publisher::{self, Input, InputTx};
 use crate::snapshot::{self, Snapshot};
 use crate::source;
 use anyhow::{anyhow, bail, Result};
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
@@ -40,6 +42,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .map_err(|e| anyhow!("{}: invalid config:\n{e}", opts.config.display()))?;
     let tls = source::load_tls(&cfg, &opts.config)
         .map_err(|e| anyhow!("{}: invalid config:\n{e}", opts.config.display()))?;
+    let token = source::load_token(&cfg, &opts.config)
+        .map_err(|e| anyhow!("{}: invalid config:\n{e}", opts.config.display()))?;
     let mut watched = source::fingerprint(&opts.config, Some(&cfg));
     let mut dataplane = if opts.ifaces.is_empty() {
         if !cfg.xdp.deny.is_empty() {
@@ -60,7 +64,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     };
     let metrics = Arc::new(Metrics::new(dataplane.as_ref().map(|d| d.stats())));
 
-    let first = Arc::new(snapshot::build(&cfg, tls, 1));
+    let mut first = snapshot::build(&cfg, tls, 1);
+    first.admin_token = token;
+    let first = Arc::new(first);
     let log = Arc::new(AccessLog::stdout(cfg.access_log.format, ACCESS_LOG_QUEUE));
     if let Some(dp) = dataplane.as_mut() {
         let report = dp.deny.apply(&first.deny)?;
@@ -71,9 +77,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         );
         metrics.set_applied("xdp", first.version);
     }
+    let (handles, streaks) = Handles::new();
     let ctx = Arc::new(ProxyCtx {
-        table: ArcSwap::from_pointee(Table::build(first.clone(), None, &metrics, log)),
+        table: ArcSwap::from_pointee(Table::build(first.clone(), None, &metrics, log, &handles)),
         metrics: metrics.clone(),
+        health: handles.clone(),
     });
     let mut listeners = ListenerSet::new(ctx.clone());
     let errors = listeners.apply(first.listeners()).await;
@@ -81,12 +89,34 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         bail!("{}", errors.join("\n"));
     }
     metrics.set_applied("proxy", first.version);
-    let stop_admin = CancellationToken::new();
-    admin::serve(opts.admin, metrics.clone(), stop_admin.clone()).await?;
-
     let (tx, rx) = watch::channel(first);
+    let (inputs, inputs_rx) = mpsc::unbounded_channel();
+    let stop_admin = CancellationToken::new();
+    let admin = admin::Admin {
+        metrics: metrics.clone(),
+        ctx: ctx.clone(),
+        inputs: inputs.clone(),
+    };
+    admin::serve(opts.admin, Arc::new(admin), stop_admin.clone()).await?;
+    let stop_publisher = CancellationToken::new();
+    let publisher = tokio::spawn(publisher::run(
+        inputs_rx,
+        tx,
+        metrics.clone(),
+        stop_publisher.clone(),
+    ));
+    let health_inputs = inputs.clone();
+    tokio::spawn(monitor::run(
+        rx.clone(),
+        handles,
+        streaks,
+        metrics.clone(),
+        move |view| {
+            let _ = health_inputs.send(Input::Health(view));
+        },
+    ));
     let proxy = tokio::spawn(apply_to_proxy(rx.clone(), ctx, listeners));
-    let xdp = dataplane.map(|dp| tokio::spawn(apply_to_xdp(rx, dp, metrics.clone())));
+    let xdp = dataplane.map(|dp| tokio::spawn(apply_to_xdp(rx.clone(), dp, metrics.clone())));
     tracing::info!(config = %opts.config.display(), "lb ready");
 
     let mut hup = signal(SignalKind::hangup())?;
@@ -96,12 +126,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&opts.config, &tx, &metrics, &mut watched),
+            _ = hup.recv() => reload(&opts.config, &inputs, &metrics, &mut watched),
             _ = poll.tick(), if opts.watch.is_some() => {
-                let now = source::fingerprint(&opts.config, Some(&tx.borrow().config));
+                let now = source::fingerprint(&opts.config, Some(&rx.borrow().config));
                 if now != watched {
                     tracing::info!("config or certificate files changed");
-                    reload(&opts.config, &tx, &metrics, &mut watched);
+                    reload(&opts.config, &inputs, &metrics, &mut watched);
                     watched = now;
                 }
             }
@@ -110,7 +140,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     }
     tracing::info!("shutting down");
-    drop(tx);
+    stop_publisher.cancel();
+    publisher.await?;
+    drop(rx);
     let listeners = proxy.await?;
     listeners.shutdown(opts.grace).await;
     if let Some(xdp) = xdp {
@@ -121,34 +153,30 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     Ok(())
 }
 
-/// The file source: re-read, validate, load TLS material, and publish a new snapshot, or keep
-/// the old one.
+/// The file source: re-read, validate, load TLS material and the admin token, and hand the
+/// result to the publisher, or keep the old config.
 fn reload(
     path: &Path,
-    tx: &watch::Sender<Arc<Snapshot>>,
+    inputs: &InputTx,
     metrics: &Metrics,
     watched: &mut Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)>,
 ) {
-    let current = tx.borrow().version;
-    let loaded = config::load_file_for_reload(path)
-        .and_then(|cfg| source::load_tls(&cfg, path).map(|tls| (cfg, tls)));
+    let loaded = config::load_file_for_reload(path).and_then(|cfg| {
+        let tls = source::load_tls(&cfg, path)?;
+        let token = source::load_token(&cfg, path)?;
+        Ok((cfg, tls, token))
+    });
     match loaded {
         Err(errors) => {
             for e in &errors.0 {
                 tracing::error!(field = %e.path, "{}", e.message);
             }
-            tracing::error!(
-                version = current,
-                "config reload rejected; still serving the previous config"
-            );
+            tracing::error!("config reload rejected; still serving the previous config");
             metrics.reload("invalid");
         }
-        Ok((cfg, tls)) => {
-            let version = current + 1;
+        Ok((cfg, tls, token)) => {
             *watched = source::fingerprint(path, Some(&cfg));
-            tx.send_replace(Arc::new(snapshot::build(&cfg, tls, version)));
-            tracing::info!(version, "config reloaded");
-            metrics.reload("ok");
+            let _ = inputs.send(Input::Config(Box::new((cfg, tls, token))));
         }
     }
 }
@@ -169,7 +197,7 @@ async fn apply_to_proxy(
                 ACCESS_LOG_QUEUE,
             ))
         };
-        let table = Table::build(snap.clone(), Some(&prev), &ctx.metrics, log);
+        let table = Table::build(snap.clone(), Some(&prev), &ctx.metrics, log, &ctx.health);
         drop(prev);
         ctx.table.store(Arc::new(table));
         for e in listeners.apply(snap.listeners()).await {
@@ -185,8 +213,15 @@ async fn apply_to_xdp(
     mut dp: Dataplane,
     metrics: Arc<Metrics>,
 ) -> Dataplane {
+    let mut applied = rx.borrow().deny.clone();
     while rx.changed().await.is_ok() {
         let snap = rx.borrow_and_update().clone();
+        if Arc::ptr_eq(&applied, &snap.deny) {
+            // Health or runtime change: nothing XDP serves today.
+            metrics.set_applied("xdp", snap.version);
+            continue;
+        }
+        applied = snap.deny.clone();
         match dp.deny.apply(&snap.deny) {
             Ok(r) => {
                 tracing::info!(

@@ -49,11 +49,58 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Talk to a running lb's runtime API (weights, drain, maint, status).
+    Ctl {
+        /// Admin endpoint of the running lb.
+        #[arg(long, default_value = "127.0.0.1:9900")]
+        admin: SocketAddr,
+        /// File holding the API's bearer token (admin.token_file of that lb).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Print the API's JSON answer instead of a summary.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: CtlCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCmd {
+    /// Clusters and endpoints: state, weights, health, connections, responses.
+    Status,
+    /// Set an endpoint's weight: 0-256, or a percentage of its configured weight (`5%`).
+    SetWeight {
+        cluster: String,
+        endpoint: String,
+        weight: String,
+    },
+    /// No new requests to the endpoint; in-flight ones finish.
+    Drain { cluster: String, endpoint: String },
+    /// Take the endpoint out of service (maintenance).
+    Maint { cluster: String, endpoint: String },
+    /// End drain or maintenance.
+    Ready { cluster: String, endpoint: String },
+    /// Remove every runtime override of the endpoint.
+    Reset { cluster: String, endpoint: String },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().cmd {
         Cmd::Check { config } => check(&config),
+        Cmd::Ctl {
+            admin,
+            token_file,
+            json,
+            cmd,
+        } => ctl(
+            lb_user::ctl::Ctl {
+                admin,
+                token_file,
+                json,
+            },
+            cmd,
+        ),
         Cmd::Run {
             config,
             ifaces,
@@ -111,6 +158,42 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn ctl(c: lb_user::ctl::Ctl, cmd: CtlCmd) -> ExitCode {
+    use lb_user::ctl::Action;
+    let (action, target) = match cmd {
+        CtlCmd::Status => (Action::Status, None),
+        CtlCmd::SetWeight {
+            cluster,
+            endpoint,
+            weight,
+        } => (Action::SetWeight(weight), Some((cluster, endpoint))),
+        CtlCmd::Drain { cluster, endpoint } => (Action::State("drain"), Some((cluster, endpoint))),
+        CtlCmd::Maint { cluster, endpoint } => (Action::State("maint"), Some((cluster, endpoint))),
+        CtlCmd::Ready { cluster, endpoint } => (Action::State("ready"), Some((cluster, endpoint))),
+        CtlCmd::Reset { cluster, endpoint } => (Action::Reset, Some((cluster, endpoint))),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(c.run(action, target)) {
+        Ok(out) => {
+            println!("{}", out.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

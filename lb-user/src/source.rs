@@ -125,6 +125,25 @@ pub fn load_tls(cfg: &Config, config_path: &Path) -> Result<TlsMaterials, Config
     }
 }
 
+/// The runtime API token from `admin.token_file` (surrounding whitespace trimmed).
+pub fn load_token(cfg: &Config, config_path: &Path) -> Result<Option<Arc<str>>, ConfigErrors> {
+    let Some(p) = &cfg.admin.token_file else {
+        return Ok(None);
+    };
+    let err = |m: String| ConfigErrors(vec![ConfigError::new("admin.token_file", m)]);
+    let path = resolve(config_path, p);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+    let token = text.trim();
+    if token.len() < 16 || token.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(err(format!(
+            "{}: the token must be at least 16 printable characters without spaces",
+            path.display()
+        )));
+    }
+    Ok(Some(token.into()))
+}
+
 /// The config file and every file it names, with what they looked like (a reload is due when
 /// any of them changes; `stat` follows symlinks, so ConfigMap swaps are seen too).
 pub fn fingerprint(
@@ -139,6 +158,7 @@ pub fn fingerprint(
                 files.push(c.key.clone());
             }
         }
+        files.extend(cfg.admin.token_file.iter().cloned());
         for c in &cfg.clusters {
             if let Some(t) = &c.tls {
                 files.extend(

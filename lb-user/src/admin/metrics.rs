@@ -39,6 +39,11 @@ impl RequestCounters {
         let class = (status / 100).clamp(1, 5) as usize - 1;
         self.0[class].inc();
     }
+
+    /// Counts by class, 1xx..5xx.
+    pub fn get(&self) -> [u64; 5] {
+        [0, 1, 2, 3, 4].map(|i| self.0[i].get())
+    }
 }
 
 pub struct Metrics {
@@ -47,6 +52,72 @@ pub struct Metrics {
     applied: Family<ConsumerLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     retries: Family<ClusterLabels, Counter>,
+    health: HealthMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    cluster: String,
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    cluster: String,
+    endpoint: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    cluster: String,
+    endpoint: String,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MirrorLabels {
+    route: String,
+    cluster: String,
+    result: &'static str,
+}
+
+/// Endpoint states, in the order of the state-set gauge.
+pub const STATES: [&str; 4] = ["up", "down", "drain", "maint"];
+
+/// Mirror outcomes: a response class, failed (no response), dropped (too many in flight),
+/// skipped (body not copyable).
+pub const MIRROR_RESULTS: [&str; 8] = [
+    "1xx", "2xx", "3xx", "4xx", "5xx", "failed", "dropped", "skipped",
+];
+
+#[derive(Default)]
+struct HealthMetrics {
+    state: Family<StateLabels, Gauge>,
+    weight: Family<EndpointLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    ejections: Family<EndpointLabels, Counter>,
+    checks: Family<CheckLabels, Counter>,
+    transitions: Family<StateLabels, Counter>,
+    mirror: Family<MirrorLabels, Counter>,
+}
+
+/// Mirror counters of one route, by result (see [`MIRROR_RESULTS`]).
+#[derive(Clone, Debug, Default)]
+pub struct MirrorCounters(pub [Counter; 8]);
+
+impl MirrorCounters {
+    pub fn inc(&self, result: &str) {
+        if let Some(i) = MIRROR_RESULTS.iter().position(|r| *r == result) {
+            self.0[i].inc();
+        }
+    }
+
+    pub fn get(&self, result: &str) -> u64 {
+        MIRROR_RESULTS
+            .iter()
+            .position(|r| *r == result)
+            .map_or(0, |i| self.0[i].get())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +159,37 @@ impl Metrics {
             "Upstream retries (and redispatches), by cluster",
             retries.clone(),
         );
+        let health = HealthMetrics::default();
+        registry.register(
+            "lb_endpoint_state",
+            "1 for the endpoint's current state (up, down, drain, maint), 0 for the others",
+            health.state.clone(),
+        );
+        registry.register(
+            "lb_endpoint_weight",
+            "Weight the balancer uses now (after overrides, health, backups and slow start)",
+            health.weight.clone(),
+        );
+        registry.register(
+            "lb_endpoint_ejections",
+            "Passive health ejections of the endpoint",
+            health.ejections.clone(),
+        );
+        registry.register(
+            "lb_health_checks",
+            "Active health checks, by result (ok, failed)",
+            health.checks.clone(),
+        );
+        registry.register(
+            "lb_endpoint_transitions",
+            "Health state changes of the endpoint, by new state (up, down)",
+            health.transitions.clone(),
+        );
+        registry.register(
+            "lb_mirror_requests",
+            "Mirrored requests by route, mirror cluster and result (status class, failed, dropped, skipped)",
+            health.mirror.clone(),
+        );
         if let Some(stats) = xdp {
             registry.register_collector(Box::new(XdpCollector(stats)));
         }
@@ -97,7 +199,74 @@ impl Metrics {
             applied,
             reloads,
             retries,
+            health,
         }
+    }
+
+    /// Publishes an endpoint's state and effective weight (set at every table build).
+    pub fn endpoint_state(&self, cluster: &str, endpoint: &str, state: &str, weight: f64) {
+        for s in STATES {
+            self.health
+                .state
+                .get_or_create(&StateLabels {
+                    cluster: cluster.to_string(),
+                    endpoint: endpoint.to_string(),
+                    state: s,
+                })
+                .set(i64::from(s == state));
+        }
+        self.health
+            .weight
+            .get_or_create(&EndpointLabels {
+                cluster: cluster.to_string(),
+                endpoint: endpoint.to_string(),
+            })
+            .set(weight);
+    }
+
+    pub fn ejection(&self, cluster: &str, endpoint: &str) {
+        self.health
+            .ejections
+            .get_or_create(&EndpointLabels {
+                cluster: cluster.to_string(),
+                endpoint: endpoint.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn health_check(&self, cluster: &str, endpoint: &str, result: &'static str) {
+        self.health
+            .checks
+            .get_or_create(&CheckLabels {
+                cluster: cluster.to_string(),
+                endpoint: endpoint.to_string(),
+                result,
+            })
+            .inc();
+    }
+
+    pub fn health_transition(&self, cluster: &str, endpoint: &str, to: &'static str) {
+        self.health
+            .transitions
+            .get_or_create(&StateLabels {
+                cluster: cluster.to_string(),
+                endpoint: endpoint.to_string(),
+                state: to,
+            })
+            .inc();
+    }
+
+    pub fn mirror_counters(&self, route: &str, cluster: &str) -> MirrorCounters {
+        MirrorCounters(MIRROR_RESULTS.map(|result| {
+            self.health
+                .mirror
+                .get_or_create(&MirrorLabels {
+                    route: route.to_string(),
+                    cluster: cluster.to_string(),
+                    result,
+                })
+                .clone()
+        }))
     }
 
     /// Counter handles for one cluster/endpoint; the same series across reloads.

@@ -1,12 +1,16 @@
-//! The admin endpoint (default 127.0.0.1:9900): `/metrics` in Prometheus text format and
-//! `/healthz`. Separate from the traffic listeners so scrapes never queue behind user requests.
+//! The admin endpoint (default 127.0.0.1:9900): `/metrics`, `/healthz`, the `/stats` page and
+//! the runtime API under `/api/v1`. Separate from traffic listeners so it never queues behind them.
 
+pub mod api;
 pub mod metrics;
+pub mod status;
 
+use crate::proxy::ProxyCtx;
+use crate::publisher::InputTx;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -18,23 +22,32 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+const STATS_PAGE: &str = include_str!("stats.html");
+
+/// What the admin endpoint reads (the proxy's table) and writes to (the publisher).
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub ctx: Arc<ProxyCtx>,
+    pub inputs: InputTx,
+}
+
 /// Binds `addr` and serves until `stop` is cancelled; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
-    metrics: Arc<Metrics>,
+    admin: Arc<Admin>,
     stop: CancellationToken,
 ) -> Result<SocketAddr> {
     let sock = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the admin endpoint on {addr}"))?;
     let local = sock.local_addr()?;
-    tracing::info!(address = %local, "admin endpoint (/metrics, /healthz)");
+    tracing::info!(address = %local, "admin endpoint (/metrics, /healthz, /stats, /api/v1)");
     tokio::spawn(async move {
         loop {
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 _ = stop.cancelled() => return,
                 r = sock.accept() => match r {
-                    Ok((s, _)) => s,
+                    Ok(s) => s,
                     Err(e) => {
                         tracing::warn!(error = %e, "admin accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -42,9 +55,9 @@ pub async fn serve(
                     }
                 },
             };
-            let metrics = metrics.clone();
+            let admin = admin.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req| answer(metrics.clone(), req));
+                let svc = service_fn(move |req| answer(admin.clone(), peer, req));
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
@@ -54,31 +67,50 @@ pub async fn serve(
     Ok(local)
 }
 
-async fn answer<B>(
-    metrics: Arc<Metrics>,
-    req: Request<B>,
+pub type Reply = (StatusCode, &'static str, String);
+
+async fn answer(
+    admin: Arc<Admin>,
+    peer: SocketAddr,
+    req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, ctype, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
-        (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        (_, "/metrics" | "/healthz") => (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "only GET\n".to_string(),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "try /metrics or /healthz\n".to_string(),
-        ),
+    let path = req.uri().path().to_string();
+    let (status, ctype, body) = if path.starts_with("/api/") {
+        api::handle(&admin, peer, req).await
+    } else {
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/metrics") => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                admin.metrics.encode(),
+            ),
+            (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+            (&Method::GET, "/stats" | "/stats/") => (
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                STATS_PAGE.to_string(),
+            ),
+            (&Method::GET, "/stats.json") => {
+                let doc = status::document(&admin.ctx.table.load());
+                (StatusCode::OK, "application/json", doc.to_string())
+            }
+            (_, "/metrics" | "/healthz" | "/stats" | "/stats.json") => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "only GET\n".to_string(),
+            ),
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "try /metrics, /healthz, /stats or /api/v1/status\n".to_string(),
+            ),
+        }
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }

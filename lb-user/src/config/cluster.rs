@@ -1,6 +1,7 @@
 //! Cluster config: endpoints and weights, the balancing algorithm, upstream protocol and TLS,
 //! timeouts, retries with their budget, and per-endpoint connection limits with a queue.
 
+use super::health::{Backups, Health};
 use super::scalars::{Interval, Weight};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -51,6 +52,12 @@ pub struct Cluster {
     pub queue: Queue,
     #[serde(default)]
     pub retries: Retries,
+    /// Active and passive health checks, slow start.
+    #[serde(default)]
+    pub health: Health,
+    /// Which backup endpoints serve when every primary is down: `first` or `all`.
+    #[serde(default)]
+    pub backups: Backups,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -59,6 +66,20 @@ pub struct Endpoint {
     pub address: SocketAddr,
     #[serde(default)]
     pub weight: Weight,
+    /// Name used by the runtime API, stats and metrics; default: the address.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Serves only when no primary endpoint can (down, in maintenance or at weight 0).
+    #[serde(default)]
+    pub backup: bool,
+}
+
+impl Endpoint {
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.address.to_string())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

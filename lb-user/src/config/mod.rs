@@ -2,14 +2,17 @@
 //! loading: serde with deny_unknown_fields, every error collected with its field path, validate().
 
 mod cluster;
+mod health;
 mod load;
 mod route;
 mod scalars;
 mod types;
 mod validate;
+mod validate_health;
 mod validate_route;
 
 pub use cluster::*;
+pub use health::*;
 pub use load::{load_file, load_file_for_reload, parse, ConfigError, ConfigErrors};
 pub use route::*;
 pub use scalars::*;

@@ -56,6 +56,9 @@ pub struct Route {
     /// Strict-Transport-Security on responses to HTTPS requests.
     #[serde(default)]
     pub hsts: Option<Hsts>,
+    /// Copy a share of requests to another cluster (shadow traffic).
+    #[serde(default)]
+    pub mirror: Option<super::health::Mirror>,
 }
 
 /// Written `{exact: /p}`, `{prefix: /p}` or `{regex: '^/p'}`.

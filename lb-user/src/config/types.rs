@@ -25,6 +25,9 @@ pub struct Config {
     pub access_log: AccessLog,
     #[serde(default)]
     pub xdp: Xdp,
+    /// Runtime API access and whether reloads keep its overrides.
+    #[serde(default)]
+    pub admin: super::health::Admin,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -49,9 +49,15 @@ pub(super) fn validate(cfg: &Config, pruned: &HashSet<String>) -> Vec<ConfigErro
             }
         }
         cluster(&mut errs, &at, c);
+        super::validate_health::endpoints_and_health(&mut errs, &at, c);
     }
 
     super::validate_route::routes(cfg, &clusters, pruned, &mut errs);
+    super::validate_health::mirrors(
+        cfg,
+        &|c: &str| clusters.contains_key(c) || pruned.contains(c),
+        &mut errs,
+    );
 
     for (family, count) in [
         (

@@ -164,6 +164,12 @@ impl Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
+        if let Some(r) = self.route.and_then(|r| self.table.routes.get(r)) {
+            r.tally.record(self.status, self.t_response);
+        }
+        if let Some(f) = &self.inflight {
+            f.endpoint.tally.record(self.status, self.t_response);
+        }
         if let Some((side, msg)) = &self.error {
             tracing::debug!(client = %self.conn.client, side = side.as_str(), status = self.status, "{msg}");
         }

@@ -8,6 +8,7 @@ use super::table::{ClusterRuntime, ClusterState, Endpoint};
 use super::upstream::{Conn, ConnFor};
 use crate::config::{HashOn, RetryOn};
 use crate::error::ProxyError;
+use crate::health::observer::Outcome;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http_body_util::{BodyExt, Limited};
@@ -37,7 +38,7 @@ pub struct Prepared {
 
 impl Prepared {
     pub async fn new(
-        req: Request<Incoming>,
+        (mut parts, body): (http::request::Parts, InBody),
         path: PathAndQuery,
         max_body: u64,
         cluster: &ClusterState,
@@ -46,8 +47,18 @@ impl Prepared {
         affinity: Option<String>,
     ) -> Result<Prepared, ProxyError> {
         let cfg = &cluster.cfg;
-        let hash_key = cfg.hash.as_ref().and_then(|on| hash_key(on, &req, ex));
-        let (mut parts, body) = req.into_parts();
+        let hash_key = cfg.hash.as_ref().and_then(|on| hash_key(on, &parts, ex));
+        let body = match body {
+            InBody::Stream(b) => b,
+            InBody::Buffered(bytes) => {
+                // Read ahead (for a mirror): replayable as it is.
+                ex.bytes_in = bytes.len() as u64;
+                let full = (!bytes.is_empty()).then_some(bytes);
+                return Ok(Prepared::from_full(
+                    parts, path, full, cfg, hash_key, affinity, upgrade,
+                ));
+            }
+        };
         let retry_allowed = cfg.retries.attempts > 0
             && upgrade.is_none()
             && (parts.method.is_idempotent() || cfg.retries.non_idempotent);
@@ -94,6 +105,39 @@ impl Prepared {
         })
     }
 
+    fn from_full(
+        mut parts: http::request::Parts,
+        path: PathAndQuery,
+        full: Option<Bytes>,
+        cfg: &crate::config::Cluster,
+        hash_key: Option<u64>,
+        affinity: Option<String>,
+        upgrade: Option<OnUpgrade>,
+    ) -> Prepared {
+        let retry_allowed = cfg.retries.attempts > 0
+            && upgrade.is_none()
+            && (parts.method.is_idempotent() || cfg.retries.non_idempotent);
+        parts.uri = Uri::from(path);
+        parts.version = Version::HTTP_11;
+        let template = retry_allowed.then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
+        Prepared {
+            first: Some(Request::from_parts(parts, UpBody::Full(full.clone()))),
+            template,
+            replay: Some(full),
+            stats: Arc::new(ReqStats::default()),
+            retry_allowed,
+            hash_key,
+            affinity,
+            upgrade,
+        }
+    }
+
     /// The request for the next attempt: the first one, one handed back unsent, or a rebuild.
     fn next_request(&mut self, back: Option<Request<UpBody>>) -> Option<Request<UpBody>> {
         if let Some(r) = back.or_else(|| self.first.take()) {
@@ -109,22 +153,25 @@ impl Prepared {
     }
 }
 
-fn hash_key<B>(on: &HashOn, req: &Request<B>, ex: &Exchange) -> Option<u64> {
+/// A request body as it reaches forwarding: still streaming, or already read (mirroring).
+pub enum InBody {
+    Stream(Incoming),
+    Buffered(Bytes),
+}
+
+fn hash_key(on: &HashOn, req: &http::request::Parts, ex: &Exchange) -> Option<u64> {
     use crate::maglev::hash64;
     match on {
         HashOn::SourceIp => Some(match ex.conn.client.ip().to_canonical() {
             std::net::IpAddr::V4(a) => hash64(&a.octets()),
             std::net::IpAddr::V6(a) => hash64(&a.octets()),
         }),
-        HashOn::Header { name } => req
-            .headers()
-            .get(name.as_str())
-            .map(|v| hash64(v.as_bytes())),
+        HashOn::Header { name } => req.headers.get(name.as_str()).map(|v| hash64(v.as_bytes())),
         HashOn::Cookie { name } => {
-            super::headers::cookie(req.headers(), name).map(|v| hash64(v.as_bytes()))
+            super::headers::cookie(&req.headers, name).map(|v| hash64(v.as_bytes()))
         }
         HashOn::Uri => req
-            .uri()
+            .uri
             .path_and_query()
             .map(|p| hash64(p.as_str().as_bytes())),
     }
@@ -190,6 +237,7 @@ pub async fn run(
         };
         let result = attempt(&ep, cluster, ex, who, req, remaining, &p.stats).await;
         drop(retry_guard.take());
+        observe(&ep, &result);
         let failure = match result {
             Ok((resp, checkout)) => {
                 let status = resp.status().as_u16();
@@ -233,6 +281,22 @@ pub async fn run(
             _ => return Err(failure.err),
         }
     }
+}
+
+/// Passive health: what this attempt says about the endpoint. A stale pooled connection
+/// (request handed back unsent) and client-side failures say nothing.
+fn observe(ep: &Endpoint, result: &Result<(Response<Incoming>, Option<Conn>), Failure>) {
+    let outcome = match result {
+        Ok((resp, _)) => Outcome::from_status(resp.status().as_u16()),
+        Err(f) if f.back.is_some() && f.retry_on == Some(RetryOn::Reset) => return,
+        Err(f) => match &f.err {
+            ProxyError::UpstreamConnect { .. } => Outcome::ConnectFailure,
+            ProxyError::UpstreamTimeout { .. } | ProxyError::RequestTimeout(_) => Outcome::Timeout,
+            ProxyError::Upstream { .. } => Outcome::Reset,
+            _ => return,
+        },
+    };
+    ep.observer.record(outcome);
 }
 
 /// A retry in flight, counted against the cluster's budget until its attempt ends.
@@ -404,7 +468,7 @@ async fn attempt(
 }
 
 /// HTTP/2 upstream: absolute URI with the client's host as :authority, no Host header.
-fn to_http2(req: &mut Request<UpBody>, ep: &Endpoint, tls: bool) {
+pub(super) fn to_http2(req: &mut Request<UpBody>, ep: &Endpoint, tls: bool) {
     let host = req
         .headers_mut()
         .remove(header::HOST)

@@ -3,14 +3,18 @@
 
 use super::body::{DownBody, Finish};
 use super::exchange::{ClusterActive, Exchange};
-use super::forward::{self, Prepared};
+use super::forward::{self, InBody, Prepared};
 use super::headers::{self, cookie};
 use super::listeners::ConnInfo;
+use super::mirror::{Copy, MirrorState};
 use super::router::{request_host, HostError};
 use super::table::{Action, ListenerState, RouteState, Table};
+use super::upstream::ConnFor;
 use super::ProxyCtx;
 use crate::error::ProxyError;
 use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Body;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
@@ -183,8 +187,21 @@ async fn serve(
         .affinity
         .as_ref()
         .and_then(|a| cookie(req.headers(), &a.cookie).map(str::to_string));
-    let prepared =
-        Prepared::new(req, path, max_body, cluster, ex, upgrade, affinity.clone()).await?;
+    let (parts, body) = req.into_parts();
+    let body = match route.mirror.as_ref().filter(|m| m.select()) {
+        Some(m) => mirror(table, conn, m, &parts, &path, body, max_body).await?,
+        None => InBody::Stream(body),
+    };
+    let prepared = Prepared::new(
+        (parts, body),
+        path,
+        max_body,
+        cluster,
+        ex,
+        upgrade,
+        affinity.clone(),
+    )
+    .await?;
     let (mut resp, pooled, endpoint) = forward::run(cluster, conn, ex, prepared).await?;
     endpoint.counters.record(resp.status().as_u16());
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -200,6 +217,50 @@ async fn serve(
         }
     }
     Ok(Outcome::Proxied(resp, pooled))
+}
+
+/// Copies the request to the route's mirror. A body is read ahead when it may be copied
+/// (known length within the mirror's limit); otherwise the request is not mirrored (skipped).
+async fn mirror(
+    table: &Arc<Table>,
+    conn: &ConnInfo,
+    m: &MirrorState,
+    parts: &http::request::Parts,
+    path: &http::uri::PathAndQuery,
+    body: Incoming,
+    max_body: u64,
+) -> Result<InBody, ProxyError> {
+    let len = if body.is_end_stream() {
+        Some(0)
+    } else {
+        body.size_hint().exact()
+    };
+    let fits = |n: u64| n == 0 || (m.body && n <= m.max_body && (max_body == 0 || n <= max_body));
+    if parts.headers.contains_key(header::UPGRADE) || !len.is_some_and(fits) {
+        m.counters.inc("skipped");
+        return Ok(InBody::Stream(body));
+    }
+    let bytes = if len == Some(0) {
+        Bytes::new()
+    } else {
+        Box::pin(http_body_util::Limited::new(body, m.max_body as usize).collect())
+            .await
+            .map_err(|e| ProxyError::BadBody(e.to_string()))?
+            .to_bytes()
+    };
+    let copy = Copy {
+        method: parts.method.clone(),
+        uri: hyper::Uri::from(path.clone()),
+        headers: parts.headers.clone(),
+        body: (!bytes.is_empty()).then(|| bytes.clone()),
+    };
+    let who = ConnFor {
+        client: conn.client,
+        local: conn.local,
+        upgrade: false,
+    };
+    m.send(table.clone(), who, copy);
+    Ok(InBody::Buffered(bytes))
 }
 
 fn finish_response(route: &RouteState, conn: &ConnInfo, h: &mut hyper::HeaderMap) {

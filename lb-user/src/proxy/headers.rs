@@ -87,6 +87,8 @@ pub(super) fn build_route(i: usize, r: &Route, clusters: &HashMap<&str, usize>) 
         deny: r.deny.iter().map(|c| c.0).collect(),
         request_edits: Edits::build(&r.request_headers),
         response_edits: Edits::build(&r.response_headers),
+        tally: Default::default(),
+        mirror: None,
         hsts,
         rewrite: r.rewrite.as_ref().map(|rw| rw.prefix.clone()),
     }

@@ -3,14 +3,17 @@
 
 pub mod balancer;
 pub mod body;
+pub mod clusters;
 pub mod exchange;
 pub mod forward;
 pub mod h1guard;
 pub mod handler;
 pub mod headers;
 pub mod listeners;
+pub mod mirror;
 pub mod route;
 pub mod router;
+pub mod stats;
 pub mod table;
 pub mod tunnel;
 pub mod upstream;
@@ -23,4 +26,5 @@ use std::sync::Arc;
 pub struct ProxyCtx {
     pub table: ArcSwap<table::Table>,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<crate::health::monitor::Handles>,
 }

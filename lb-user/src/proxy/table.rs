@@ -1,23 +1,20 @@
 //! The L7 table: what the request path reads through one ArcSwap, derived from a snapshot.
 //! State that must outlive a reload (pools, in-flight counts, limiters) is carried over by name.
 
-use super::balancer::{Picker, Wrr};
+use super::balancer::Wrr;
+pub use super::clusters::{ClusterRuntime, ClusterState, Endpoint, Limit};
 use super::headers::Edits;
-use super::upstream::{ConnSettings, Pool};
+use super::mirror::MirrorState;
+use super::stats::Tally;
 use crate::accesslog::AccessLog;
 use crate::admin::metrics::{Metrics, RequestCounters};
-use crate::config::{self, Balance, Cluster, Limits, NameValue};
+use crate::config::{self, Limits, NameValue};
+use crate::health::monitor::Handles;
 use crate::ratelimit::RateLimiter;
 use crate::snapshot::Snapshot;
-use arc_swap::ArcSwapOption;
-use http::uri::Authority;
 use http::HeaderValue;
 use ipnet::IpNet;
-use prometheus_client::metrics::counter::Counter;
-use rustls_pki_types::ServerName;
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -58,6 +55,9 @@ pub struct RouteState {
     pub response_edits: Edits,
     pub hsts: Option<HeaderValue>,
     pub rewrite: Option<String>,
+    /// Requests answered on this route (kept across reloads by route name).
+    pub tally: Arc<Tally>,
+    pub mirror: Option<MirrorState>,
 }
 
 pub enum Action {
@@ -66,62 +66,23 @@ pub enum Action {
     Redirect(config::Redirect),
 }
 
-pub struct ClusterState {
-    pub name: Arc<str>,
-    pub cfg: Cluster,
-    pub endpoints: Vec<Arc<Endpoint>>,
-    pub weights: Vec<u32>,
-    pub picker: Picker,
-    pub runtime: Arc<ClusterRuntime>,
-    /// Requests the cluster could not place on any endpoint.
-    pub unplaced: RequestCounters,
-    pub retries: Counter,
-}
-
-/// Per-cluster counters that survive reloads: the retry budget is computed from them.
-#[derive(Default)]
-pub struct ClusterRuntime {
-    pub active: AtomicU32,
-    pub retrying: AtomicU32,
-}
-
-pub struct Endpoint {
-    pub address: SocketAddr,
-    pub authority: Authority,
-    /// Value of the affinity cookie naming this endpoint: stable across reloads and nodes.
-    pub affinity_id: String,
-    pub counters: RequestCounters,
-    /// Requests in flight (least connections, P2C).
-    pub active: AtomicU32,
-    pub limit: ArcSwapOption<Limit>,
-    pub pool: Pool,
-}
-
-/// `max_connections_per_endpoint` with its bounded queue.
-pub struct Limit {
-    pub max: u32,
-    pub slots: Arc<Semaphore>,
-    pub queued: AtomicU32,
-}
-
-impl Endpoint {
-    pub fn load(&self) -> u32 {
-        self.active.load(Ordering::Relaxed)
-    }
-}
-
 impl Table {
     pub fn build(
         snapshot: Arc<Snapshot>,
         prev: Option<&Table>,
         metrics: &Arc<Metrics>,
         log: Arc<AccessLog>,
+        health: &Handles,
     ) -> Table {
         let cfg = &snapshot.config;
         let clusters: Vec<ClusterState> = cfg
             .clusters
             .iter()
-            .map(|c| build_cluster(c, &snapshot, prev, metrics))
+            .enumerate()
+            .map(|(i, c)| {
+                let view = snapshot.clusters.get(i);
+                super::clusters::build_cluster(c, view, &snapshot, prev, metrics, health)
+            })
             .collect();
         let index: HashMap<&str, usize> = cfg
             .clusters
@@ -129,11 +90,28 @@ impl Table {
             .enumerate()
             .map(|(i, c)| (c.name.as_str(), i))
             .collect();
+        let old_tallies: HashMap<&str, &Arc<Tally>> = prev
+            .map(|p| p.routes.iter().map(|r| (&*r.name, &r.tally)).collect())
+            .unwrap_or_default();
         let routes = cfg
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| super::headers::build_route(i, r, &index))
+            .map(|(i, r)| {
+                let mut route = super::headers::build_route(i, r, &index);
+                if let Some(t) = old_tallies.get(&*route.name) {
+                    route.tally = (*t).clone();
+                }
+                route.mirror = r.mirror.as_ref().and_then(|m| {
+                    let c = *index.get(m.cluster.as_str())?;
+                    Some(MirrorState::new(
+                        m,
+                        c,
+                        metrics.mirror_counters(&route.name, &m.cluster),
+                    ))
+                });
+                route
+            })
             .collect();
         let listeners = cfg
             .listeners
@@ -202,93 +180,4 @@ fn build_listener(
         limits: l.limits,
         forwarded_trusted: cidrs(&l.forwarded.trusted),
     }
-}
-
-fn build_cluster(
-    c: &Cluster,
-    snap: &Snapshot,
-    prev: Option<&Table>,
-    metrics: &Metrics,
-) -> ClusterState {
-    let old = prev.and_then(|p| p.clusters.iter().find(|o| *o.name == *c.name));
-    let tls = snap.tls.clusters.get(&c.name);
-    let endpoints: Vec<Arc<Endpoint>> = c
-        .endpoints
-        .iter()
-        .map(|e| {
-            let settings = ConnSettings {
-                protocol: c.protocol,
-                tls: tls.map(|(connector, name)| {
-                    let name = name
-                        .clone()
-                        .unwrap_or_else(|| ServerName::IpAddress(e.address.ip().into()));
-                    (connector.clone(), name)
-                }),
-                send_proxy: c.send_proxy,
-                connect_timeout: c.connect_timeout.0,
-                idle_timeout: c.idle_timeout.0,
-            };
-            let kept = old.and_then(|o| o.endpoints.iter().find(|x| x.address == e.address));
-            let ep = match kept {
-                Some(ep) => {
-                    ep.pool.settings.store(Arc::new(settings.clone()));
-                    ep.clone()
-                }
-                None => Arc::new(Endpoint {
-                    address: e.address,
-                    authority: authority(e.address),
-                    affinity_id: format!(
-                        "{:016x}",
-                        crate::maglev::hash64(e.address.to_string().as_bytes())
-                    ),
-                    counters: metrics.request_counters(&c.name, &e.address.to_string()),
-                    active: AtomicU32::new(0),
-                    limit: ArcSwapOption::empty(),
-                    pool: Pool::new(e.address, settings.clone()),
-                }),
-            };
-            let max = c.max_connections_per_endpoint;
-            let current = ep.limit.load().as_ref().map(|l| l.max);
-            if max == 0 {
-                ep.limit.store(None);
-            } else if current != Some(max) {
-                ep.limit.store(Some(Arc::new(Limit {
-                    max,
-                    slots: Arc::new(Semaphore::new(max as usize)),
-                    queued: AtomicU32::new(0),
-                })));
-            }
-            ep
-        })
-        .collect();
-    let weights: Vec<u32> = c.endpoints.iter().map(|e| u32::from(e.weight.0)).collect();
-    let picker = match c.balance {
-        Balance::RoundRobin => Picker::round_robin(&weights),
-        Balance::LeastConnections => Picker::least_connections(),
-        Balance::Random => Picker::random(&weights),
-        Balance::Hash => {
-            let keys: Vec<(u64, u32)> = endpoints
-                .iter()
-                .zip(&weights)
-                .map(|(e, w)| (crate::maglev::hash64(e.address.to_string().as_bytes()), *w))
-                .collect();
-            Picker::hash(&keys)
-        }
-    };
-    ClusterState {
-        name: c.name.as_str().into(),
-        cfg: c.clone(),
-        endpoints,
-        weights,
-        picker,
-        runtime: old.map(|o| o.runtime.clone()).unwrap_or_default(),
-        unplaced: metrics.request_counters(&c.name, ""),
-        retries: metrics.retries(&c.name),
-    }
-}
-
-fn authority(addr: SocketAddr) -> Authority {
-    // A SocketAddr always renders as a valid authority (`1.2.3.4:80`, `[::1]:80`).
-    Authority::try_from(addr.to_string().as_str())
-        .unwrap_or_else(|_| Authority::from_static("invalid"))
 }

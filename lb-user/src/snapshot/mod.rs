@@ -1,10 +1,16 @@
 //! One immutable, versioned view of everything the dataplanes serve, built by a pure function
-//! from the config and its TLS material. Consumers (L7 table, XDP maps) derive their state from it.
+//! from the config, its TLS material, runtime overrides and health. Consumers derive from it.
+
+pub mod view;
 
 use crate::config::{Cidr, Config, Listener};
+use crate::health::HealthView;
 use crate::proxy::route::RouteTable;
+use crate::runtime::Overrides;
 use crate::source::TlsMaterials;
 use std::sync::Arc;
+use std::time::Instant;
+pub use view::{ClusterView, EndpointView, EpState};
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -12,19 +18,59 @@ pub struct Snapshot {
     pub version: u64,
     pub config: Arc<Config>,
     /// Routes compiled for lookup (hash by host, then precedence order).
-    pub routes: RouteTable,
-    pub tls: TlsMaterials,
+    pub routes: Arc<RouteTable>,
+    pub tls: Arc<TlsMaterials>,
     /// Deny-list prefixes, deduplicated, with the index of the config rule that first named them.
-    pub deny: Vec<(Cidr, u32)>,
+    pub deny: Arc<Vec<(Cidr, u32)>>,
+    /// The runtime API's bearer token (from `admin.token_file`).
+    pub admin_token: Option<Arc<str>>,
+    pub overrides: Arc<Overrides>,
+    pub health: Arc<HealthView>,
+    /// Per cluster (same order as `config.clusters`): each endpoint's state and weight now.
+    pub clusters: Vec<ClusterView>,
 }
 
 impl Snapshot {
     pub fn listeners(&self) -> &[Listener] {
         &self.config.listeners
     }
+
+    /// The same config with other overrides/health (or just a later time, for slow start):
+    /// compiled parts are shared, endpoint views recomputed.
+    pub fn derive(
+        &self,
+        overrides: Arc<Overrides>,
+        health: Arc<HealthView>,
+        now: Instant,
+        version: u64,
+    ) -> Snapshot {
+        Snapshot {
+            version,
+            config: self.config.clone(),
+            routes: self.routes.clone(),
+            tls: self.tls.clone(),
+            deny: self.deny.clone(),
+            admin_token: self.admin_token.clone(),
+            clusters: views(&self.config, &overrides, &health, now),
+            overrides,
+            health,
+        }
+    }
+
+    /// When slow start next changes a weight.
+    pub fn next_ramp(&self) -> Option<Instant> {
+        self.clusters.iter().filter_map(|c| c.next_ramp).min()
+    }
 }
 
-/// Builds a snapshot from a config that passed validation.
+fn views(cfg: &Config, o: &Overrides, h: &HealthView, now: Instant) -> Vec<ClusterView> {
+    cfg.clusters
+        .iter()
+        .map(|c| view::cluster(c, o, h, now))
+        .collect()
+}
+
+/// Builds a snapshot from a config that passed validation (no overrides, everything healthy).
 pub fn build(cfg: &Config, tls: TlsMaterials, version: u64) -> Snapshot {
     let mut deny: Vec<(Cidr, u32)> = Vec::with_capacity(cfg.xdp.deny.len());
     let mut seen = std::collections::HashSet::new();
@@ -33,12 +79,17 @@ pub fn build(cfg: &Config, tls: TlsMaterials, version: u64) -> Snapshot {
             deny.push((*cidr, rule as u32));
         }
     }
+    let (o, h) = (Overrides::default(), HealthView::default());
     Snapshot {
         version,
+        clusters: views(cfg, &o, &h, Instant::now()),
         config: Arc::new(cfg.clone()),
-        routes: RouteTable::build(&cfg.routes),
-        tls,
-        deny,
+        routes: Arc::new(RouteTable::build(&cfg.routes)),
+        tls: Arc::new(tls),
+        deny: Arc::new(deny),
+        admin_token: None,
+        overrides: Arc::new(o),
+        health: Arc::new(h),
     }
 }
 
