@@ -8,8 +8,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// LLVM majors bpf-linker 0.13 can be built against.
 const SUPPORTED_LLVM: [u32; 3] = [21, 22, 23];
 const RUST_PACKAGES: [&str; 3] = ["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"];
-/// Used by tests and the demo: ip/netns, ping.
-const TOOL_PACKAGES: [&str; 2] = ["iproute2", "iputils-ping"];
+/// Used by tests and the demo: ip/netns, ping; headless Chromium checks the /stats page.
+const TOOL_PACKAGES: [&str; 3] = ["iproute2", "iputils-ping", "chromium"];
 pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 pub const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 

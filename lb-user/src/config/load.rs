@@ -116,7 +116,15 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
         }
     }
     if let Some(cfg) = &parsed {
-        errors.extend(validate::validate(cfg, &doc.pruned_names));
+        // Semantic errors index the pruned document: name the operator's positions.
+        errors.extend(
+            validate::validate(cfg, &doc.pruned_names)
+                .into_iter()
+                .map(|mut e| {
+                    e.path = doc.original_path(&parse_path(&e.path));
+                    e
+                }),
+        );
     }
     match parsed {
         Some(cfg) if errors.is_empty() => Ok(cfg),
@@ -209,6 +217,28 @@ impl Doc {
         }
         false
     }
+}
+
+/// `clusters[1].endpoints[0].name` → segments.
+fn parse_path(path: &str) -> Vec<Seg> {
+    let mut segs = Vec::new();
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let mut rest = part;
+        if let Some(i) = rest.find('[') {
+            segs.push(Seg::Key(rest[..i].to_string()));
+            rest = &rest[i..];
+            while let Some(end) = rest.find(']') {
+                match rest[1..end].parse() {
+                    Ok(n) => segs.push(Seg::Index(n)),
+                    Err(_) => segs.push(Seg::Key(rest[..=end].to_string())),
+                }
+                rest = &rest[end + 1..];
+            }
+        } else {
+            segs.push(Seg::Key(rest.to_string()));
+        }
+    }
+    segs
 }
 
 /// The `i`-th surviving element's index in the original sequence.

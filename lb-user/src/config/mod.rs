@@ -21,4 +21,6 @@ pub use types::*;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_health;
+#[cfg(test)]
 mod tests_l7;
