@@ -15,7 +15,7 @@ use std::time::Duration;
 
 const PORT: u16 = 8080;
 const ADMIN: &str = "127.0.0.1:9900";
-const TIMEOUT: Duration = Duration::from_secs(5);
+pub const TIMEOUT: Duration = Duration::from_secs(5);
 /// One host of the demo: its cluster's endpoints (backend index, weight) and the requests sent.
 struct Route {
     host: &'static str,
@@ -154,8 +154,15 @@ pub fn run() -> Result<()> {
             })
             .count()
     })?;
+    let mut backends = backends;
+    let cloud = backends.pop();
+    let migration =
+        crate::demo_migration::run(&topo, &lb_bin, ADMIN, node, PORT, BACKENDS[2], move || {
+            drop(cloud)
+        })?;
     let metrics = lb.metrics()?;
     report(&by_host, &metrics, denied, unanswered, attempts);
+    crate::demo_migration::report(&migration, &metrics);
     drop(lb);
     Ok(())
 }
@@ -165,6 +172,8 @@ fn config(backends: &[Backend], deny: &str) -> String {
     for Route { host, cluster, .. } in PLAN {
         yaml.push_str(&format!("  - {{hosts: [{host}], cluster: {cluster}}}\n"));
     }
+    let shop = crate::demo_migration::HOST;
+    yaml.push_str(&format!("  - {{hosts: [{shop}], cluster: shop}}\n"));
     yaml.push_str("clusters:\n");
     for Route {
         cluster, endpoints, ..
@@ -178,6 +187,10 @@ fn config(backends: &[Backend], deny: &str) -> String {
             ));
         }
     }
+    yaml.push_str(&crate::demo_migration::config(
+        backends[0].addr(),
+        backends[2].addr(),
+    ));
     yaml.push_str(&format!("xdp:\n  deny: [\"{deny}\"]\n"));
     yaml
 }
@@ -274,6 +287,7 @@ fn report(
     println!("\nWhere to look next");
     println!("  README.md            what lb is, the architecture picture");
     println!("  docs/config.md       every config field, the CLI, every metric");
+    println!("  docs/runtime-api.md  lb ctl, the runtime API, the /stats page");
     println!(
         "  examples/*.yaml      configs to start from (`lb check --config FILE` validates one)"
     );
