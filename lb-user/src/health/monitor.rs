@@ -395,3 +395,7 @@ impl Monitor {
         self.metrics.health_transition(&key.0, label, to);
     }
 }
+
+#[cfg(test)]
+#[path = "monitor_tests.rs"]
+mod tests;

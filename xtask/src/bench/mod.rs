@@ -7,6 +7,7 @@ mod proc;
 mod reload;
 mod report;
 mod routes;
+mod runtime;
 mod wrk;
 mod xdp;
 

@@ -69,6 +69,7 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
          hard-stop-after 5s so old workers do not accumulate; applied = \"Reloading HAProxy\" lines."
             .into(),
     ];
+    super::runtime::run(env, &mut result)?;
     Ok(result)
 }
 
