@@ -388,9 +388,9 @@ impl Monitor {
 
     fn transition(&self, key: &EpKey, label: &str, to: &'static str, why: &str) {
         if to == "up" {
-            tracing::info!(cluster = %key.0, endpoint = label, reason = why, "endpoint is up");
+            tracing::info!(cluster = %key.0, endpoint = %label, reason = %why, "endpoint is up");
         } else {
-            tracing::warn!(cluster = %key.0, endpoint = label, reason = why, "endpoint is down");
+            tracing::warn!(cluster = %key.0, endpoint = %label, reason = %why, "endpoint is down");
         }
         self.metrics.health_transition(&key.0, label, to);
     }

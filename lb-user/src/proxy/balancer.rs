@@ -16,8 +16,8 @@ pub enum Picker {
 }
 
 impl Picker {
-    pub fn round_robin(weights: &[u32]) -> Self {
-        Picker::RoundRobin(Wrr::new(weights))
+    pub fn round_robin(weights: &[u32], start: usize) -> Self {
+        Picker::RoundRobin(Wrr::starting_at(weights, start))
     }
 
     pub fn least_connections() -> Self {
@@ -130,10 +130,25 @@ pub struct Wrr {
 
 impl Wrr {
     pub fn new(weights: &[u32]) -> Self {
+        Self::starting_at(weights, 0)
+    }
+
+    /// A schedule that continues at pick `start` (the previous table's position), so frequent
+    /// rebuilds (slow start, health) do not restart the cycle and starve light endpoints.
+    pub fn starting_at(weights: &[u32], start: usize) -> Self {
         Wrr {
             schedule: smooth_schedule(weights),
-            next: AtomicUsize::new(0),
+            next: AtomicUsize::new(start),
         }
+    }
+
+    pub fn resume_at(&self, position: usize) {
+        self.next.store(position, AtomicOrdering::Relaxed);
+    }
+
+    /// Picks made so far.
+    pub fn position(&self) -> usize {
+        self.next.load(AtomicOrdering::Relaxed)
     }
 
     /// Index of the next endpoint, or None when every weight is 0.
@@ -307,7 +322,7 @@ mod tests {
     #[test]
     fn pick_cycles_through_schedule() {
         let w = Wrr::new(&[3, 1]);
-        let p = Picker::round_robin(&[3, 1]);
+        let p = Picker::round_robin(&[3, 1], 0);
         let mut skipped = 0;
         for _ in 0..8 {
             if p.pick(&[3, 1], &|_| 0, None, &[0]) == Some(1) {
@@ -321,5 +336,9 @@ mod tests {
             [6, 2]
         );
         assert_eq!(Wrr::new(&[0]).pick(), None);
+        // A rebuilt schedule continues where the old one was.
+        let w = Wrr::starting_at(&[20, 1], 10);
+        assert_eq!(w.pick(), Some(1), "the light endpoint's slot is mid-cycle");
+        assert_eq!(w.position(), 11);
     }
 }

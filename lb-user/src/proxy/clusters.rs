@@ -155,7 +155,13 @@ pub(super) fn build_cluster(
     }
     let picker = match old {
         Some(o) if o.cfg == *c && o.weights == weights => o.picker.clone(),
-        _ => Arc::new(picker(c, &endpoints, &weights)),
+        _ => {
+            let start = match old.map(|o| &*o.picker) {
+                Some(Picker::RoundRobin(w)) => w.position(),
+                _ => 0,
+            };
+            Arc::new(picker(c, &endpoints, &weights, start))
+        }
     };
     ClusterState {
         name: cname,
@@ -169,9 +175,9 @@ pub(super) fn build_cluster(
     }
 }
 
-fn picker(c: &Cluster, endpoints: &[Arc<Endpoint>], weights: &[u32]) -> Picker {
+fn picker(c: &Cluster, endpoints: &[Arc<Endpoint>], weights: &[u32], start: usize) -> Picker {
     match c.balance {
-        Balance::RoundRobin => Picker::round_robin(weights),
+        Balance::RoundRobin => Picker::round_robin(weights, start),
         Balance::LeastConnections => Picker::least_connections(),
         Balance::Random => Picker::random(weights),
         Balance::Hash => {

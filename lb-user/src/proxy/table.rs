@@ -90,8 +90,8 @@ impl Table {
             .enumerate()
             .map(|(i, c)| (c.name.as_str(), i))
             .collect();
-        let old_tallies: HashMap<&str, &Arc<Tally>> = prev
-            .map(|p| p.routes.iter().map(|r| (&*r.name, &r.tally)).collect())
+        let old_routes: HashMap<&str, &RouteState> = prev
+            .map(|p| p.routes.iter().map(|r| (&*r.name, r)).collect())
             .unwrap_or_default();
         let routes = cfg
             .routes
@@ -99,8 +99,15 @@ impl Table {
             .enumerate()
             .map(|(i, r)| {
                 let mut route = super::headers::build_route(i, r, &index);
-                if let Some(t) = old_tallies.get(&*route.name) {
-                    route.tally = (*t).clone();
+                if let Some(old) = old_routes.get(&*route.name) {
+                    route.tally = old.tally.clone();
+                    // Weighted splits continue their cycle (a 1% canary is not starved by
+                    // frequent snapshots).
+                    if let (Action::Split { wrr, .. }, Action::Split { wrr: was, .. }) =
+                        (&route.action, &old.action)
+                    {
+                        wrr.resume_at(was.position());
+                    }
                 }
                 route.mirror = r.mirror.as_ref().and_then(|m| {
                     let c = *index.get(m.cluster.as_str())?;
