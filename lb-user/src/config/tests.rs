@@ -2,11 +2,18 @@
 
 use super::*;
 
-fn errors(yaml: &str) -> Vec<String> {
+/// Every error of `yaml` as `path: message` lines (none when it is valid).
+pub(super) fn errors(yaml: &str) -> Vec<String> {
     match parse(yaml) {
         Ok(_) => Vec::new(),
         Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
     }
+}
+
+/// Is there an error at `prefix` mentioning `needle`?
+pub(super) fn has(errs: &[String], prefix: &str, needle: &str) -> bool {
+    errs.iter()
+        .any(|e| e.starts_with(prefix) && e.contains(needle))
 }
 
 const GOOD: &str = r#"

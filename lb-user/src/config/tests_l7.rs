@@ -2,17 +2,7 @@
 
 use super::*;
 
-fn errors(yaml: &str) -> Vec<String> {
-    match parse(yaml) {
-        Ok(_) => Vec::new(),
-        Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
-    }
-}
-
-fn has(errs: &[String], prefix: &str, needle: &str) -> bool {
-    errs.iter()
-        .any(|e| e.starts_with(prefix) && e.contains(needle))
-}
+use super::tests::{errors, has};
 
 const FULL: &str = r#"
 listeners:
