@@ -82,6 +82,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         table: ArcSwap::from_pointee(Table::build(first.clone(), None, &metrics, log, &handles)),
         metrics: metrics.clone(),
         health: handles.clone(),
+        applied: watch::Sender::new(first.version),
     });
     let mut listeners = ListenerSet::new(ctx.clone());
     let errors = listeners.apply(first.listeners()).await;
@@ -204,6 +205,7 @@ async fn apply_to_proxy(
             tracing::error!("{e}");
         }
         ctx.metrics.set_applied("proxy", snap.version);
+        ctx.applied.send_replace(snap.version);
     }
     listeners
 }

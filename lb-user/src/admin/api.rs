@@ -102,26 +102,31 @@ async fn change(admin: &Admin, cluster: &str, endpoint: &str, body: &[u8]) -> Re
         Ok(Err(Refused(s, m))) => return error(s, m),
         Err(_) => return error(503, "shutting down"),
     };
-    for _ in 0..200 {
-        let t = admin.ctx.table.load();
-        if t.snapshot.version >= version {
-            let doc = super::status::document(&t);
-            let found = doc["clusters"]
-                .as_array()
-                .and_then(|cs| cs.iter().find(|x| x["name"] == cluster))
-                .and_then(|c| c["endpoints"].as_array())
-                .and_then(|es| {
-                    es.iter()
-                        .find(|x| x["name"] == endpoint || x["address"] == endpoint)
-                })
-                .cloned();
-            return ok(
-                json!({"version": t.snapshot.version, "cluster": cluster, "endpoint": found}),
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut applied = admin.ctx.applied.subscribe();
+    let live = tokio::time::timeout(Duration::from_secs(2), applied.wait_for(|v| *v >= version));
+    if !matches!(live.await, Ok(Ok(_))) {
+        return error(503, format!("version {version} not applied within 2 s"));
     }
-    error(503, format!("version {version} not applied within 2 s"))
+    let t = admin.ctx.table.load();
+    // Only this cluster's part of the status document.
+    let found = t
+        .clusters
+        .iter()
+        .enumerate()
+        .find(|(_, c)| *c.name == *cluster)
+        .map(|(i, c)| {
+            let views = t.snapshot.clusters.get(i).map(|v| &v.endpoints[..]);
+            super::status::cluster(c, views)
+        });
+    let found = found
+        .as_ref()
+        .and_then(|c| c["endpoints"].as_array())
+        .and_then(|es| {
+            es.iter()
+                .find(|x| x["name"] == endpoint || x["address"] == endpoint)
+        })
+        .cloned();
+    ok(json!({"version": t.snapshot.version, "cluster": cluster, "endpoint": found}))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -27,4 +27,6 @@ pub struct ProxyCtx {
     pub table: ArcSwap<table::Table>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<crate::health::monitor::Handles>,
+    /// The snapshot version the table serves, for whoever must wait until a change is live.
+    pub applied: tokio::sync::watch::Sender<u64>,
 }
