@@ -17,16 +17,16 @@ pub(super) const ORIGIN: &str = "127.0.0.1:19000";
 /// The same origin on a second address (clusters need distinct endpoints).
 pub(super) const ORIGIN_2: &str = "127.0.0.1:19005";
 pub(super) const HOST: &str = "bench.test";
-const CONNECTIONS: usize = 32;
-const PROBE_CONNECTIONS: usize = 8;
+pub(super) const CONNECTIONS: usize = 32;
+pub(super) const PROBE_CONNECTIONS: usize = 8;
 
-struct Scenario {
-    name: &'static str,
-    path: &'static str,
-    new_connection: bool,
+pub(super) struct Scenario {
+    pub(super) name: &'static str,
+    pub(super) path: &'static str,
+    pub(super) new_connection: bool,
 }
 
-const SCENARIOS: [Scenario; 4] = [
+pub(super) const SCENARIOS: [Scenario; 4] = [
     Scenario {
         name: "h1 keep-alive, 3 B body",
         path: "/small",
@@ -198,7 +198,7 @@ fn fixed_rate_latency(
 }
 
 /// wrk at saturation; any failed request means a broken setup, not a result.
-fn measure(addr: SocketAddr, sc: &Scenario, dur: Duration) -> Result<Wrk> {
+pub(super) fn measure(addr: SocketAddr, sc: &Scenario, dur: Duration) -> Result<Wrk> {
     let load = Load {
         addr,
         path: sc.path,
@@ -228,7 +228,7 @@ pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Sends `rate` req/s for `dur` on keep-alive connections; latencies in ms from the scheduled send.
-fn probe(addr: SocketAddr, rate: f64, dur: Duration) -> Result<Vec<f64>> {
+pub(super) fn probe(addr: SocketAddr, rate: f64, dur: Duration) -> Result<Vec<f64>> {
     let per_conn = rate / PROBE_CONNECTIONS as f64;
     let interval = Duration::from_secs_f64(1.0 / per_conn);
     let n = (per_conn * dur.as_secs_f64()).max(1.0) as u32;

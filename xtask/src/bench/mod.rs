@@ -8,6 +8,7 @@ mod reload;
 mod report;
 mod routes;
 mod runtime;
+mod scrape;
 mod wrk;
 mod xdp;
 
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 /// Suites that exist so far, in run order. `l4` arrives with the XDP L4 dataplane; regex paths
 /// (routes), HTTP/2 (l7) and the runtime API (reload) with the L7 and health work.
-pub const SUITES: [&str; 5] = ["l7", "routes", "reload", "xdp", "control"];
+pub const SUITES: [&str; 6] = ["l7", "scrape", "routes", "reload", "xdp", "control"];
 const PEERS: [&str; 4] = ["haproxy", "nginx", "wrk", "util-linux"];
 
 /// Where and how long to measure.
@@ -183,6 +184,7 @@ pub fn run(suites: &[String], quick: bool) -> Result<()> {
         );
         let result = match *suite {
             "l7" => l7::run(&env)?,
+            "scrape" => scrape::run(&env)?,
             "routes" => routes::run(&env)?,
             "reload" => reload::run(&env)?,
             "xdp" => xdp::run(&env)?,

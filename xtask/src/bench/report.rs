@@ -100,21 +100,36 @@ fn ordered<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 
 fn table(out: &mut String, scenario: &str, rows: &[&Row]) {
     let contenders = ordered(rows.iter().map(|r| r.contender.as_str()));
-    let lb = contenders.iter().find(|c| c.starts_with("lb")).copied();
-    let peers: Vec<&str> = contenders
+    // Ratio columns: each variant `X+Y` against its base `X` when the table has both (suite
+    // scrape: lb+scrape vs lb); otherwise lb against every peer.
+    let variants: Vec<(&str, &str)> = contenders
         .iter()
-        .copied()
-        .filter(|c| Some(*c) != lb && *c != "direct")
+        .filter_map(|c| {
+            let base = c.split_once('+')?.0;
+            contenders.contains(&base).then_some((*c, base))
+        })
         .collect();
+    let by_variant = !variants.is_empty();
+    let pairs: Vec<(&str, &str)> = if !by_variant {
+        let lb = contenders.iter().find(|c| c.starts_with("lb")).copied();
+        let peers = contenders
+            .iter()
+            .filter(|c| Some(**c) != lb && **c != "direct");
+        lb.map(|lb| peers.map(|p| (lb, *p)).collect())
+            .unwrap_or_default()
+    } else {
+        variants
+    };
     let _ = write!(out, "**{scenario}**\n\n| metric |");
     for c in &contenders {
         let _ = write!(out, " {c} |");
     }
-    for p in &peers {
-        let _ = write!(out, " lb vs {p} |");
+    for (a, b) in &pairs {
+        let a = if by_variant { a } else { "lb" };
+        let _ = write!(out, " {a} vs {b} |");
     }
     out.push_str("\n|---|");
-    out.push_str(&"---:|".repeat(contenders.len() + peers.len()));
+    out.push_str(&"---:|".repeat(contenders.len() + pairs.len()));
     out.push('\n');
     for metric in ordered(rows.iter().map(|r| r.metric.as_str())) {
         let get = |c: &str| rows.iter().find(|r| r.metric == metric && r.contender == c);
@@ -129,8 +144,9 @@ fn table(out: &mut String, scenario: &str, rows: &[&Row]) {
                 get(c).map(|r| fmt(r.median)).unwrap_or_else(|| "–".into())
             );
         }
-        for p in &peers {
-            let cell = match (lb.and_then(&get), get(p)) {
+        for (a, b) in &pairs {
+            let who = if by_variant { a } else { "lb" };
+            let cell = match (get(a), get(b)) {
                 (Some(a), Some(b)) if b.median.abs() > f64::EPSILON && a.median.is_finite() => {
                     let ratio = a.median / b.median;
                     let better = if a.higher_is_better {
@@ -139,8 +155,8 @@ fn table(out: &mut String, scenario: &str, rows: &[&Row]) {
                         ratio <= 1.0
                     };
                     format!(
-                        "{ratio:.2}× ({})",
-                        if better { "lb better" } else { "lb worse" }
+                        "{ratio:.2}× ({who} {})",
+                        if better { "better" } else { "worse" }
                     )
                 }
                 _ => "–".into(),
