@@ -18,3 +18,4 @@ pub mod runtime;
 pub mod snapshot;
 pub mod source;
 pub mod tls;
+pub mod trace;

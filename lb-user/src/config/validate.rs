@@ -58,6 +58,7 @@ pub(super) fn validate(cfg: &Config, pruned: &HashSet<String>) -> Vec<ConfigErro
         &|c: &str| clusters.contains_key(c) || pruned.contains(c),
         &mut errs,
     );
+    errs.extend(super::tracing::validate(&cfg.tracing));
 
     for (family, count) in [
         (
