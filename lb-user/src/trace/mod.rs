@@ -133,6 +133,17 @@ impl Tracer {
     }
 }
 
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("cfg", &self.inner.cfg)
+            .field("exported", &self.exported())
+            .field("dropped", &self.dropped())
+            .field("failed", &self.failed())
+            .finish()
+    }
+}
+
 impl SpanCtx {
     /// `traceparent` to send upstream: the trace id, our span id, the sampled flag.
     pub fn traceparent(&self) -> HeaderValue {

@@ -118,9 +118,9 @@ impl Exporter {
         })
     }
 
-    /// Queues one span; never waits.
+    /// Queues one span; never waits. A full (or stopped) queue costs no span building.
     pub fn push(&self, span: &SpanCtx, end: SpanEnd) {
-        if self.tx.try_send(span_data(span, end, &self.scope)).is_err() {
+        if self.tx.capacity() == 0 || self.tx.try_send(span_data(span, end, &self.scope)).is_err() {
             self.counters.dropped.fetch_add(1, Relaxed);
         }
     }
