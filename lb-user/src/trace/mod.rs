@@ -113,7 +113,8 @@ impl Tracer {
         self.inner.otlp.as_ref().map_or(0, |o| o.counts().exported)
     }
 
-    /// Spans dropped because the export queue was full.
+    /// Spans dropped without an export attempt: the queue was full, or the exporter had stopped
+    /// (left over at the shutdown bound, or finished after it).
     pub fn dropped(&self) -> u64 {
         self.inner.otlp.as_ref().map_or(0, |o| o.counts().dropped)
     }
