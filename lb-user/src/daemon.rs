@@ -2,10 +2,11 @@
 //! (SIGHUP) -> snapshot on a watch -> consumers (proxy table + listeners, XDP maps).
 
 use crate::accesslog::AccessLog;
-use crate::admin::{self, metrics::Metrics};
+use crate::admin;
 use crate::bpf::{Dataplane, LoadOptions};
 use crate::config;
 use crate::health::monitor::{self, Handles};
+use crate::metrics::Metrics;
 use crate::proxy::{listeners::ListenerSet, table::Table, ProxyCtx};
 use crate::publisher::{self, Input, InputTx};
 use crate::snapshot::{self, Snapshot};
@@ -84,6 +85,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         health: handles.clone(),
         applied: watch::Sender::new(first.version),
     });
+    let serving = Arc::downgrade(&ctx);
+    metrics.attach_table(Box::new(move || {
+        serving.upgrade().map(|c| c.table.load_full())
+    }));
+    metrics.set_published(first.version);
     let mut listeners = ListenerSet::new(ctx.clone());
     let errors = listeners.apply(first.listeners()).await;
     if !errors.is_empty() {
@@ -107,15 +113,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         stop_publisher.clone(),
     ));
     let health_inputs = inputs.clone();
-    tokio::spawn(monitor::run(
-        rx.clone(),
-        handles,
-        streaks,
-        metrics.clone(),
-        move |view| {
-            let _ = health_inputs.send(Input::Health(view));
-        },
-    ));
+    tokio::spawn(monitor::run(rx.clone(), handles, streaks, move |view| {
+        let _ = health_inputs.send(Input::Health(view));
+    }));
     let proxy = tokio::spawn(apply_to_proxy(rx.clone(), ctx, listeners));
     let xdp = dataplane.map(|dp| tokio::spawn(apply_to_xdp(rx.clone(), dp, metrics.clone())));
     tracing::info!(config = %opts.config.display(), "lb ready");

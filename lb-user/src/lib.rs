@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod error;
 pub mod health;
 pub mod maglev;
+pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod publisher;

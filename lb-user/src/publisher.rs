@@ -1,9 +1,9 @@
 //! The one recompute task: config reloads, runtime commands and health views come in; each
 //! change becomes a new versioned snapshot on the watch (and slow start re-derives on time).
 
-use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::health::HealthView;
+use crate::metrics::Metrics;
 use crate::runtime::{self, Command, Refused};
 use crate::snapshot::{self, Snapshot};
 use crate::source::TlsMaterials;
@@ -81,6 +81,7 @@ pub async fn run(
                 base.derive(Arc::new(o), cur.health.clone(), now, version)
             }
         };
+        metrics.set_published(next.version);
         tx.send_replace(Arc::new(next));
     }
 }

@@ -241,7 +241,7 @@ clusters:
     assert_eq!(get(listen, "slow.test", "/fine").status, 200);
     assert_eq!(
         lb.metric(
-            "lb_http_requests_total",
+            "lb_cluster_requests_total",
             &[("cluster", "slow"), ("class", "5xx")]
         )
         .unwrap(),
@@ -412,9 +412,9 @@ clusters:
     }
     assert_eq!(good.requests(), 10);
     let retries = lb
-        .metric("lb_http_retries_total", &[("cluster", "redispatch")])
+        .metric("lb_cluster_retries_total", &[("cluster", "redispatch")])
         .unwrap();
-    assert!(retries >= 1.0, "lb_http_retries_total = {retries}");
+    assert!(retries >= 1.0, "lb_cluster_retries_total = {retries}");
 }
 
 #[test]
@@ -451,7 +451,7 @@ clusters:
         "round robin never sent a GET to the 503 endpoint"
     );
     let retried = lb
-        .metric("lb_http_retries_total", &[("cluster", "safe")])
+        .metric("lb_cluster_retries_total", &[("cluster", "safe")])
         .unwrap();
     assert_eq!(retried, bad_gets as f64, "one retry per 503");
 
@@ -471,7 +471,7 @@ clusters:
     );
     assert_eq!(bad.requests() - bad_gets, rejected as u64, "POST retried");
     assert_eq!(
-        lb.metric("lb_http_retries_total", &[("cluster", "safe")])
+        lb.metric("lb_cluster_retries_total", &[("cluster", "safe")])
             .unwrap(),
         retried,
         "a POST was retried"
@@ -487,7 +487,7 @@ clusters:
     }
     assert!(bad.requests() > before, "no POST went to the 503 endpoint");
     assert!(
-        lb.metric("lb_http_retries_total", &[("cluster", "any")])
+        lb.metric("lb_cluster_retries_total", &[("cluster", "any")])
             .unwrap()
             >= 1.0
     );
@@ -519,7 +519,7 @@ clusters:
     );
     assert_eq!(failed + good.requests() as usize, 8, "{statuses:?}");
     assert_eq!(
-        lb.metric("lb_http_retries_total", &[("cluster", "nobudget")])
+        lb.metric("lb_cluster_retries_total", &[("cluster", "nobudget")])
             .unwrap(),
         0.0
     );

@@ -248,7 +248,7 @@ clusters:
     assert_eq!(cloud.requests(), cloud_before + 100);
     let served = |ep: &str| {
         let labels = [("cluster", "onprem_only"), ("endpoint", ep)];
-        metric(&lb, "lb_http_requests_total", &labels)
+        metric(&lb, "lb_endpoint_requests_total", &labels)
     };
     assert_eq!((served("onprem"), served("cloud")), (300.0, 0.0));
 }

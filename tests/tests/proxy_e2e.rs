@@ -91,7 +91,7 @@ fn routes_by_host_and_splits_exactly_by_weight() {
     let a = s.backends[0].addr().to_string();
     let counted = lb
         .metric(
-            "lb_http_requests_total",
+            "lb_endpoint_requests_total",
             &[("cluster", "web"), ("endpoint", &a), ("class", "2xx")],
         )
         .unwrap();
@@ -169,26 +169,40 @@ clusters:
     );
     // Every outcome is counted under the right labels.
     let m = lb.metrics().unwrap();
-    let sum =
-        |labels: &[(&str, &str)]| lb_tests::lb::metric_sum(&m, "lb_http_requests_total", labels);
+    let sum = |name: &str, labels: &[(&str, &str)]| lb_tests::lb::metric_sum(&m, name, labels);
+    let unrouted = sum("lb_http_unrouted_requests_total", &[]);
+    assert_eq!(unrouted, 4.0, "404 + 3 bad Host:\n{m}");
+    let code = |c: &str| sum("lb_http_responses_total", &[("code", c)]);
+    assert_eq!((code("404"), code("400")), (1.0, 3.0), "{m}");
+    let cluster_5xx = |c: &str| {
+        sum(
+            "lb_cluster_requests_total",
+            &[("cluster", c), ("class", "5xx")],
+        )
+    };
     assert_eq!(
-        sum(&[("cluster", ""), ("class", "4xx")]),
-        4.0,
-        "404 + 3 bad Host:\n{m}"
+        cluster_5xx("drained"),
+        1.0,
+        "no endpoint: counted on the cluster"
     );
+    let labels = [
+        ("cluster", "refused"),
+        ("endpoint", &*refused.to_string()),
+        ("class", "5xx"),
+    ];
+    assert_eq!(sum("lb_endpoint_requests_total", &labels), 1.0);
+    assert_eq!(cluster_5xx("refused"), 1.0);
+    assert_eq!(cluster_5xx("slow"), 1.0);
+    let upstream = |c: &str| {
+        sum(
+            "lb_cluster_errors_total",
+            &[("cluster", c), ("source", "upstream")],
+        )
+    };
     assert_eq!(
-        sum(&[("cluster", "drained"), ("endpoint", ""), ("class", "5xx")]),
-        1.0
+        (upstream("drained"), upstream("refused"), upstream("slow")),
+        (1.0, 1.0, 1.0)
     );
-    assert_eq!(
-        sum(&[
-            ("cluster", "refused"),
-            ("endpoint", &refused.to_string()),
-            ("class", "5xx")
-        ]),
-        1.0
-    );
-    assert_eq!(sum(&[("cluster", "slow"), ("class", "5xx")]), 1.0);
     stop.store(true, Ordering::Relaxed);
     hanger.join().unwrap();
 }
@@ -336,7 +350,9 @@ fn admin_endpoint_answers_only_what_it_serves() {
     assert_eq!(lb.admin_get("/healthz").unwrap().text(), "ok\n");
     let metrics = lb.admin_get("/metrics").unwrap();
     assert!(
-        metrics.text().contains("# TYPE lb_http_requests counter"),
+        metrics
+            .text()
+            .contains("# TYPE lb_cluster_requests counter"),
         "{}",
         metrics.text()
     );

@@ -537,7 +537,7 @@ fn stats_page_renders_live_state_in_chromium() {
     drop(client);
     let app_2xx = |lb: &Lb, ep: &str| {
         let labels = [("cluster", "app"), ("endpoint", ep), ("class", "2xx")];
-        lb.metric("lb_http_requests_total", &labels).unwrap()
+        lb.metric("lb_endpoint_requests_total", &labels).unwrap()
     };
     let mirrored = [("route", "main"), ("result", "2xx")];
     let counted = wait_until(Duration::from_secs(10), || {

@@ -274,10 +274,10 @@ fn report(
         }
     }
 
-    println!("\nProxy counters (lb_http_requests_total, non-zero only)");
+    println!("\nProxy counters (lb_endpoint_requests_total, non-zero only)");
     for line in metrics
         .lines()
-        .filter(|l| l.starts_with("lb_http_requests_total{"))
+        .filter(|l| l.starts_with("lb_endpoint_requests_total{"))
     {
         if line.rsplit_once(' ').is_some_and(|(_, v)| v != "0") {
             println!("  {line}");

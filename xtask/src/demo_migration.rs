@@ -127,7 +127,7 @@ pub fn report(o: &Outcome, metrics: &str) {
         "lb_endpoint_ejections_total",
         &[("cluster", "shop"), ("endpoint", "cloud")],
     );
-    let retries = metric_sum(metrics, "lb_http_retries_total", &[("cluster", "shop")]);
+    let retries = metric_sum(metrics, "lb_cluster_retries_total", &[("cluster", "shop")]);
     println!("\nCloud crashed: {ok} of {n} requests answered 200 ({onprem} by onprem); passive health ejected cloud {ejections} time(s), {retries} request(s) retried on onprem meanwhile");
     println!("\nlb ctl status");
     for line in o.ctl_status.lines() {

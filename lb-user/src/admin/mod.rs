@@ -2,9 +2,9 @@
 //! the runtime API under `/api/v1`. Separate from traffic listeners so it never queues behind them.
 
 pub mod api;
-pub mod metrics;
 pub mod status;
 
+use crate::metrics::Metrics;
 use crate::proxy::ProxyCtx;
 use crate::publisher::InputTx;
 use anyhow::{Context, Result};
@@ -15,7 +15,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use metrics::Metrics;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,17 +31,54 @@ pub struct Admin {
 }
 
 /// Binds `addr` and serves until `stop` is cancelled; returns the bound address.
+///
+/// The admin endpoint runs on a thread of its own at a lower priority (nice +10), so a large
+/// /metrics or /stats answer never stalls the proxy's workers: the kernel preempts it for them.
 pub async fn serve(
     addr: SocketAddr,
     admin: Arc<Admin>,
     stop: CancellationToken,
 ) -> Result<SocketAddr> {
-    let sock = TcpListener::bind(addr)
-        .await
+    let sock = std::net::TcpListener::bind(addr)
         .with_context(|| format!("binding the admin endpoint on {addr}"))?;
+    sock.set_nonblocking(true)?;
     let local = sock.local_addr()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the admin runtime")?;
+    std::thread::Builder::new()
+        .name("lb-admin".into())
+        .spawn(move || {
+            lower_priority();
+            rt.block_on(accept_loop(sock, admin, stop));
+        })
+        .context("starting the admin thread")?;
     tracing::info!(address = %local, "admin endpoint (/metrics, /healthz, /stats, /api/v1)");
-    tokio::spawn(async move {
+    Ok(local)
+}
+
+/// nice +10 for the calling thread only (Linux: a thread id is a valid PRIO_PROCESS target).
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take no pointers and cannot violate memory safety.
+    let rc = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "admin thread keeps its priority");
+    }
+}
+
+async fn accept_loop(sock: std::net::TcpListener, admin: Arc<Admin>, stop: CancellationToken) {
+    let sock = match TcpListener::from_std(sock) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "admin endpoint cannot listen");
+            return;
+        }
+    };
+    {
         loop {
             let (stream, peer) = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -63,8 +99,7 @@ pub async fn serve(
                     .await;
             });
         }
-    });
-    Ok(local)
+    }
 }
 
 pub type Reply = (StatusCode, &'static str, String);

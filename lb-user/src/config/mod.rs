@@ -4,8 +4,10 @@
 mod cluster;
 mod health;
 mod load;
+mod metrics;
 mod route;
 mod scalars;
+mod tracing;
 mod types;
 mod validate;
 mod validate_health;
@@ -14,8 +16,10 @@ mod validate_route;
 pub use cluster::*;
 pub use health::*;
 pub use load::{load_file, load_file_for_reload, parse, ConfigError, ConfigErrors};
+pub use metrics::Metrics as MetricsConfig;
 pub use route::*;
 pub use scalars::*;
+pub use tracing::{Otlp, Tracing};
 pub use types::*;
 
 #[cfg(test)]

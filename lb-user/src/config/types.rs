@@ -28,6 +28,12 @@ pub struct Config {
     /// Runtime API access and whether reloads keep its overrides.
     #[serde(default)]
     pub admin: super::health::Admin,
+    /// Detail of /metrics (per-endpoint and per-route series).
+    #[serde(default)]
+    pub metrics: super::metrics::Metrics,
+    /// W3C trace context and optional OTLP export.
+    #[serde(default)]
+    pub tracing: super::tracing::Tracing,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -4,7 +4,6 @@
 use super::active::{self, CheckResult};
 use super::observer::{Observer, Outcome, Streak};
 use super::{Active, EpHealth, EpKey, HealthView};
-use crate::admin::metrics::Metrics;
 use crate::config::{ActiveCheck, Cluster};
 use crate::snapshot::Snapshot;
 use std::collections::{HashMap, VecDeque};
@@ -78,7 +77,6 @@ pub struct Monitor {
     eps: HashMap<EpKey, Ep>,
     clusters: HashMap<Arc<str>, Cluster>,
     handles: Arc<Handles>,
-    metrics: Arc<Metrics>,
     results_tx: mpsc::Sender<CheckResult>,
     published: Arc<HealthView>,
     started: bool,
@@ -89,7 +87,6 @@ pub async fn run(
     mut snaps: watch::Receiver<Arc<Snapshot>>,
     handles: Arc<Handles>,
     mut streaks: mpsc::Receiver<Streak>,
-    metrics: Arc<Metrics>,
     publish: impl Fn(Arc<HealthView>),
 ) {
     let (results_tx, mut results) = mpsc::channel(1024);
@@ -97,7 +94,6 @@ pub async fn run(
         eps: HashMap::new(),
         clusters: HashMap::new(),
         handles,
-        metrics,
         results_tx,
         published: Arc::new(HealthView::default()),
         started: false,
@@ -226,8 +222,13 @@ impl Monitor {
         let Some(check) = ep.checker.as_ref().map(|(c, _)| c.clone()) else {
             return;
         };
-        let result = if r.result.is_ok() { "ok" } else { "failed" };
-        self.metrics.health_check(&r.key.0, &ep.label, result);
+        if let Some(o) = self.handles.get(&r.key) {
+            let n = match r.result {
+                Ok(()) => &o.events.checks_ok,
+                Err(_) => &o.events.checks_failed,
+            };
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         match r.result {
             Ok(()) => {
                 ep.h.checks_ok += 1;
@@ -318,8 +319,8 @@ impl Monitor {
         let label = ep.label.clone();
         if let Some(o) = self.handles.get(key) {
             o.consecutive.store(0, Ordering::Relaxed);
+            o.events.ejections.fetch_add(1, Ordering::Relaxed);
         }
-        self.metrics.ejection(&key.0, &label);
         self.transition(key, &label, "down", &why);
     }
 
@@ -392,7 +393,13 @@ impl Monitor {
         } else {
             tracing::warn!(cluster = %key.0, endpoint = %label, reason = %why, "endpoint is down");
         }
-        self.metrics.health_transition(&key.0, label, to);
+        if let Some(o) = self.handles.get(key) {
+            let n = match to {
+                "up" => &o.events.went_up,
+                _ => &o.events.went_down,
+            };
+            n.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 

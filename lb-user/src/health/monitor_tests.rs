@@ -15,7 +15,6 @@ fn monitor() -> Monitor {
         eps: HashMap::new(),
         clusters: HashMap::new(),
         handles,
-        metrics: Arc::new(Metrics::new(None)),
         results_tx,
         published: Arc::new(HealthView::default()),
         started: false,

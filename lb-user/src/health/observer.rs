@@ -64,7 +64,19 @@ pub struct Observer {
     pub total: AtomicU64,
     pub errors: AtomicU64,
     pub last_error: AtomicU32,
+    /// Health events the monitor counts for /metrics.
+    pub events: HealthEvents,
     tx: mpsc::Sender<Streak>,
+}
+
+/// Ejections, state changes and active check results of one endpoint (monotonic counters).
+#[derive(Debug, Default)]
+pub struct HealthEvents {
+    pub ejections: AtomicU64,
+    pub went_up: AtomicU64,
+    pub went_down: AtomicU64,
+    pub checks_ok: AtomicU64,
+    pub checks_failed: AtomicU64,
 }
 
 impl Observer {
@@ -76,6 +88,7 @@ impl Observer {
             total: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             last_error: AtomicU32::new(0),
+            events: HealthEvents::default(),
             tx,
         }
     }

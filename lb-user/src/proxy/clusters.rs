@@ -5,14 +5,13 @@ use super::balancer::Picker;
 use super::stats::Tally;
 use super::table::Table;
 use super::upstream::{ConnSettings, Pool};
-use crate::admin::metrics::{Metrics, RequestCounters};
 use crate::config::{Balance, Cluster};
 use crate::health::monitor::Handles;
 use crate::health::observer::Observer;
+use crate::metrics::stats::{ClusterStats, Outcomes};
 use crate::snapshot::{view::SCALE, ClusterView, Snapshot};
 use arc_swap::ArcSwapOption;
 use http::uri::Authority;
-use prometheus_client::metrics::counter::Counter;
 use rustls_pki_types::ServerName;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -28,16 +27,15 @@ pub struct ClusterState {
     /// Shared with the previous table when config and weights are unchanged.
     pub picker: Arc<Picker>,
     pub runtime: Arc<ClusterRuntime>,
-    /// Requests the cluster could not place on any endpoint.
-    pub unplaced: RequestCounters,
-    pub retries: Counter,
 }
 
-/// Per-cluster counters that survive reloads: the retry budget is computed from them.
+/// Per-cluster counters that survive reloads: the retry budget is computed from them, and
+/// /metrics reads them.
 #[derive(Default)]
 pub struct ClusterRuntime {
     pub active: AtomicU32,
     pub retrying: AtomicU32,
+    pub stats: ClusterStats,
 }
 
 pub struct Endpoint {
@@ -47,7 +45,8 @@ pub struct Endpoint {
     pub authority: Authority,
     /// Value of the affinity cookie naming this endpoint: stable across reloads and nodes.
     pub affinity_id: String,
-    pub counters: RequestCounters,
+    /// /metrics: requests answered and errors.
+    pub stats: Outcomes,
     pub tally: Tally,
     /// Requests in flight (least connections, P2C).
     pub active: AtomicU32,
@@ -75,7 +74,6 @@ pub(super) fn build_cluster(
     view: Option<&ClusterView>,
     snap: &Snapshot,
     prev: Option<&Table>,
-    metrics: &Metrics,
     health: &Handles,
 ) -> ClusterState {
     let old = prev.and_then(|p| p.clusters.iter().find(|o| *o.name == *c.name));
@@ -117,7 +115,7 @@ pub(super) fn build_cluster(
                         "{:016x}",
                         crate::maglev::hash64(e.address.to_string().as_bytes())
                     ),
-                    counters: metrics.request_counters(&c.name, &label),
+                    stats: Outcomes::default(),
                     tally: Tally::default(),
                     active: AtomicU32::new(0),
                     limit: ArcSwapOption::empty(),
@@ -147,12 +145,6 @@ pub(super) fn build_cluster(
             .map(|e| u32::from(e.weight.0) * SCALE)
             .collect(),
     };
-    if let Some(v) = view {
-        for (ep, ev) in endpoints.iter().zip(&v.endpoints) {
-            let w = f64::from(ev.effective) / f64::from(SCALE);
-            metrics.endpoint_state(&c.name, &ep.name, ev.state.as_str(), w);
-        }
-    }
     let picker = match old {
         Some(o) if o.cfg == *c && o.weights == weights => o.picker.clone(),
         _ => {
@@ -170,8 +162,6 @@ pub(super) fn build_cluster(
         weights,
         picker,
         runtime: old.map(|o| o.runtime.clone()).unwrap_or_default(),
-        unplaced: metrics.request_counters(&c.name, ""),
-        retries: metrics.retries(&c.name),
     }
 }
 

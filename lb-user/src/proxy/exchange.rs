@@ -5,6 +5,7 @@ use super::listeners::ConnInfo;
 use super::table::{ClusterRuntime, Endpoint, Table};
 use crate::accesslog::{LogFormat, Record};
 use crate::error::Side;
+use crate::metrics::stats::method_class;
 use http::{HeaderValue, Method, Uri, Version};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -120,6 +121,26 @@ impl Exchange {
         }
     }
 
+    /// Counts the response in /metrics when its headers go out: by exact code, on the route
+    /// (or as unrouted), its cluster and its endpoint. Duration, bytes and errors are counted
+    /// when the exchange ends (Drop).
+    pub fn count_response(&self) {
+        let (t, status) = (&self.table, self.status);
+        t.metrics.http.count(status);
+        match self.route.and_then(|r| t.routes.get(r)) {
+            Some(r) => r.stats.count(method_class(&self.method), status),
+            None => {
+                t.metrics.http.unrouted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(c) = self.cluster.and_then(|c| t.clusters.get(c)) {
+            c.runtime.stats.outcomes.count(status);
+        }
+        if let Some(f) = &self.inflight {
+            f.endpoint.stats.count(status);
+        }
+    }
+
     fn record(&self) -> Record {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let route = self.route.and_then(|r| self.table.routes.get(r));
@@ -166,9 +187,25 @@ impl Drop for Exchange {
     fn drop(&mut self) {
         if let Some(r) = self.route.and_then(|r| self.table.routes.get(r)) {
             r.tally.record(self.status, self.t_response);
+            r.stats
+                .finished(self.start.elapsed(), self.bytes_in, self.bytes_out);
+        }
+        let cluster = self.cluster.and_then(|c| self.table.clusters.get(c));
+        if let Some(c) = cluster {
+            if let Some(q) = self.t_queue {
+                c.runtime.stats.queued(q);
+            }
         }
         if let Some(f) = &self.inflight {
             f.endpoint.tally.record(self.status, self.t_response);
+        }
+        if let Some((side, _)) = &self.error {
+            if let Some(c) = cluster {
+                c.runtime.stats.outcomes.error(*side);
+            }
+            if let Some(f) = &self.inflight {
+                f.endpoint.stats.error(*side);
+            }
         }
         if let Some((side, msg)) = &self.error {
             tracing::debug!(client = %self.conn.client, side = side.as_str(), status = self.status, "{msg}");

@@ -310,7 +310,11 @@ impl Drop for RetryGuard {
 
 fn start_retry(cluster: &ClusterState, ex: &mut Exchange) -> RetryGuard {
     ex.retries += 1;
-    cluster.retries.inc();
+    cluster
+        .runtime
+        .stats
+        .retries
+        .fetch_add(1, Ordering::Relaxed);
     cluster.runtime.retrying.fetch_add(1, Ordering::Relaxed);
     RetryGuard(cluster.runtime.clone())
 }

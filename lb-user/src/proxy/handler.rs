@@ -42,13 +42,14 @@ pub async fn handle(
     let mut resp = match outcome {
         Ok(Outcome::Local(resp)) => {
             ex.status = resp.status().as_u16();
-            table.unrouted.record(ex.status);
+            ex.count_response();
             let len = body_len(resp.body());
             ex.finish(len, *b"--");
             resp
         }
         Ok(Outcome::Proxied(resp, pooled)) => {
             ex.status = resp.status().as_u16();
+            ex.count_response();
             resp.map(|inner| DownBody::Proxied {
                 inner,
                 finish: Some(Box::new(Finish {
@@ -61,13 +62,7 @@ pub async fn handle(
         Err(err) => {
             let status = err.status();
             ex.status = status.as_u16();
-            match ex.inflight.as_ref() {
-                Some(f) => f.endpoint.counters.record(ex.status),
-                None => match ex.cluster.and_then(|c| table.clusters.get(c)) {
-                    Some(c) => c.unplaced.record(ex.status),
-                    None => table.unrouted.record(ex.status),
-                },
-            }
+            ex.count_response();
             ex.set_error(err.side(), err.to_string());
             let termination = err.termination();
             let resp = local_response(
@@ -203,7 +198,6 @@ async fn serve(
     )
     .await?;
     let (mut resp, pooled, endpoint) = forward::run(cluster, conn, ex, prepared).await?;
-    endpoint.counters.record(resp.status().as_u16());
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         headers::strip_hop_by_hop(resp.headers_mut(), false);
     }

@@ -88,6 +88,7 @@ pub(super) fn build_route(i: usize, r: &Route, clusters: &HashMap<&str, usize>) 
         request_edits: Edits::build(&r.request_headers),
         response_edits: Edits::build(&r.response_headers),
         tally: Default::default(),
+        stats: Default::default(),
         mirror: None,
         hsts,
         rewrite: r.rewrite.as_ref().map(|rw| rw.prefix.clone()),

@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -114,12 +115,10 @@ async fn accept_loop(
 ) {
     loop {
         // Over max_connections, stop accepting: new clients wait in the kernel backlog.
-        let limit = ctx
-            .table
-            .load()
-            .listeners
-            .get(&*name)
-            .and_then(|l| l.conn_limit.clone());
+        let (limit, stats) = match ctx.table.load().listeners.get(&*name) {
+            Some(l) => (l.conn_limit.clone(), Some(l.stats.clone())),
+            None => (None, None),
+        };
         let permit = match limit {
             Some((_, sem)) => tokio::select! {
                 _ = stop.cancelled() => return,
@@ -143,8 +142,10 @@ async fn accept_loop(
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let name = name.clone();
+        let open = stats.map(|s| s.open());
         tracker.spawn(async move {
             let _permit = permit;
+            let _open = open;
             if let Err(e) = serve(stream, peer, name, ctx, shutdown).await {
                 tracing::debug!(%peer, error = %e, "connection closed");
             }
@@ -200,12 +201,37 @@ where
     match &listener.tls {
         None => http(io, info, limits, http2, ctx, shutdown).await,
         Some(acceptor) => {
-            let tls = tokio::time::timeout(limits.header_timeout.0, acceptor.accept(io))
-                .await
-                .map_err(|_| "TLS handshake timed out".to_string())?
-                .map_err(|e| format!("TLS handshake: {e}"))?;
+            let tls = match tokio::time::timeout(limits.header_timeout.0, acceptor.accept(io)).await
+            {
+                Ok(Ok(tls)) => {
+                    listener.stats.handshakes.fetch_add(1, Ordering::Relaxed);
+                    tls
+                }
+                Ok(Err(e)) => {
+                    listener.stats.handshake_failed(tls_failure(&e));
+                    return Err(format!("TLS handshake: {e}"));
+                }
+                Err(_) => {
+                    listener.stats.handshake_failed(0);
+                    return Err("TLS handshake timed out".to_string());
+                }
+            };
             http(tls, info, limits, http2, ctx, shutdown).await
         }
+    }
+}
+
+/// Index into [`crate::metrics::stats::TLS_FAILURES`] for a failed handshake.
+fn tls_failure(e: &std::io::Error) -> usize {
+    use rustls::Error as E;
+    match e.get_ref().and_then(|inner| inner.downcast_ref::<E>()) {
+        // Our SNI resolver found no certificate (unknown name and no default).
+        Some(E::General(m)) if m.contains("certificate") => 1,
+        Some(E::PeerIncompatible(_) | E::NoApplicationProtocol | E::AlertReceived(_)) => 2,
+        Some(E::InvalidMessage(_) | E::InappropriateMessage { .. })
+        | Some(E::InappropriateHandshakeMessage { .. } | E::DecryptError) => 3,
+        Some(_) => 2,
+        None => 4,
     }
 }
 

@@ -5,8 +5,8 @@ use super::body::UpBody;
 use super::exchange::InFlight;
 use super::table::Table;
 use super::upstream::ConnFor;
-use crate::admin::metrics::MirrorCounters;
 use crate::config::Mirror;
+use crate::metrics::MirrorCounters;
 use bytes::Bytes;
 use hyper::body::Body;
 use hyper::{HeaderMap, Method, Request, Uri, Version};
@@ -24,7 +24,8 @@ pub struct MirrorState {
     pub max_body: u64,
     seq: AtomicU64,
     in_flight: Arc<Semaphore>,
-    pub counters: MirrorCounters,
+    /// Results, kept across reloads while the route mirrors to the same cluster.
+    pub counters: Arc<MirrorCounters>,
 }
 
 /// What is copied of a request.
@@ -36,7 +37,7 @@ pub struct Copy {
 }
 
 impl MirrorState {
-    pub fn new(m: &Mirror, cluster: usize, counters: MirrorCounters) -> Self {
+    pub fn new(m: &Mirror, cluster: usize, counters: Arc<MirrorCounters>) -> Self {
         MirrorState {
             cluster,
             cluster_name: m.cluster.as_str().into(),
@@ -118,7 +119,8 @@ async fn send(table: &Table, idx: usize, who: ConnFor, copy: Copy) -> &'static s
     };
     match tokio::time::timeout(limit, work).await {
         Ok(Some((status, t, _))) => {
-            ep.counters.record(status);
+            ep.stats.count(status);
+            cluster.runtime.stats.outcomes.count(status);
             ep.tally.record(status, Some(t));
             match status / 100 {
                 1 => "1xx",
@@ -139,7 +141,7 @@ mod tests {
     #[test]
     fn selection_is_exact_and_spread() {
         let m: Mirror = serde_yaml::from_str("{cluster: m, percent: 10}").unwrap();
-        let s = MirrorState::new(&m, 0, MirrorCounters::default());
+        let s = MirrorState::new(&m, 0, Default::default());
         let picks: Vec<bool> = (0..1000).map(|_| s.select()).collect();
         assert_eq!(picks.iter().filter(|p| **p).count(), 100);
         assert!(
@@ -147,10 +149,10 @@ mod tests {
             "spread evenly"
         );
         let m: Mirror = serde_yaml::from_str("{cluster: m, percent: 0.5}").unwrap();
-        let s = MirrorState::new(&m, 0, MirrorCounters::default());
+        let s = MirrorState::new(&m, 0, Default::default());
         assert_eq!((0..1000).filter(|_| s.select()).count(), 5);
         let m: Mirror = serde_yaml::from_str("{cluster: m, percent: 0}").unwrap();
-        let s = MirrorState::new(&m, 0, MirrorCounters::default());
+        let s = MirrorState::new(&m, 0, Default::default());
         assert_eq!((0..1000).filter(|_| s.select()).count(), 0);
     }
 }

@@ -18,7 +18,7 @@ pub mod table;
 pub mod tunnel;
 pub mod upstream;
 
-use crate::admin::metrics::Metrics;
+use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 

@@ -7,9 +7,10 @@ use super::headers::Edits;
 use super::mirror::MirrorState;
 use super::stats::Tally;
 use crate::accesslog::AccessLog;
-use crate::admin::metrics::{Metrics, RequestCounters};
 use crate::config::{self, Limits, NameValue};
 use crate::health::monitor::Handles;
+use crate::metrics::stats::{ListenerStats, RouteStats};
+use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::snapshot::Snapshot;
 use http::HeaderValue;
@@ -25,8 +26,6 @@ pub struct Table {
     pub routes: Vec<RouteState>,
     pub clusters: Vec<ClusterState>,
     pub listeners: HashMap<String, Arc<ListenerState>>,
-    /// Counts requests that matched no route (or were refused before one).
-    pub unrouted: RequestCounters,
     pub log: Arc<AccessLog>,
     pub metrics: Arc<Metrics>,
 }
@@ -42,6 +41,8 @@ pub struct ListenerState {
     pub rate: Option<((u32, u32), Arc<RateLimiter>)>,
     pub limits: Limits,
     pub forwarded_trusted: Vec<IpNet>,
+    /// Connections and TLS handshakes (kept across reloads by listener name).
+    pub stats: Arc<ListenerStats>,
 }
 
 pub struct RouteState {
@@ -57,6 +58,8 @@ pub struct RouteState {
     pub rewrite: Option<String>,
     /// Requests answered on this route (kept across reloads by route name).
     pub tally: Arc<Tally>,
+    /// /metrics counters of the route (kept across reloads by route name).
+    pub stats: Arc<RouteStats>,
     pub mirror: Option<MirrorState>,
 }
 
@@ -81,7 +84,7 @@ impl Table {
             .enumerate()
             .map(|(i, c)| {
                 let view = snapshot.clusters.get(i);
-                super::clusters::build_cluster(c, view, &snapshot, prev, metrics, health)
+                super::clusters::build_cluster(c, view, &snapshot, prev, health)
             })
             .collect();
         let index: HashMap<&str, usize> = cfg
@@ -101,6 +104,7 @@ impl Table {
                 let mut route = super::headers::build_route(i, r, &index);
                 if let Some(old) = old_routes.get(&*route.name) {
                     route.tally = old.tally.clone();
+                    route.stats = old.stats.clone();
                     // Weighted splits continue their cycle (a 1% canary is not starved by
                     // frequent snapshots).
                     if let (Action::Split { wrr, .. }, Action::Split { wrr: was, .. }) =
@@ -111,11 +115,13 @@ impl Table {
                 }
                 route.mirror = r.mirror.as_ref().and_then(|m| {
                     let c = *index.get(m.cluster.as_str())?;
-                    Some(MirrorState::new(
-                        m,
-                        c,
-                        metrics.mirror_counters(&route.name, &m.cluster),
-                    ))
+                    let counters = old_routes
+                        .get(&*route.name)
+                        .and_then(|o| o.mirror.as_ref())
+                        .filter(|o| *o.cluster_name == *m.cluster)
+                        .map(|o| o.counters.clone())
+                        .unwrap_or_default();
+                    Some(MirrorState::new(m, c, counters))
                 });
                 route
             })
@@ -132,7 +138,6 @@ impl Table {
             routes,
             clusters,
             listeners,
-            unrouted: metrics.request_counters("", ""),
             log,
             metrics: metrics.clone(),
             snapshot,
@@ -186,5 +191,6 @@ fn build_listener(
         rate,
         limits: l.limits,
         forwarded_trusted: cidrs(&l.forwarded.trusted),
+        stats: old.map(|o| o.stats.clone()).unwrap_or_default(),
     }
 }
