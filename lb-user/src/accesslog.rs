@@ -41,6 +41,8 @@ pub struct Record {
     pub endpoint: Option<String>,
     pub retries: u32,
     pub request_id: Option<String>,
+    /// W3C trace id (32 hex digits) of the request's span.
+    pub trace_id: Option<String>,
     pub t_queue_ms: Option<f64>,
     pub t_connect_ms: Option<f64>,
     /// Until the first response header.

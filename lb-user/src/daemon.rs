@@ -201,8 +201,12 @@ async fn apply_to_proxy(
         let table = Table::build(snap.clone(), Some(&prev), &ctx.metrics, log, &ctx.health);
         drop(prev);
         ctx.table.store(Arc::new(table));
-        for e in listeners.apply(snap.listeners()).await {
+        let errors = listeners.apply(snap.listeners()).await;
+        for e in &errors {
             tracing::error!("{e}");
+        }
+        if !errors.is_empty() {
+            ctx.metrics.reload("failed");
         }
         ctx.metrics.set_applied("proxy", snap.version);
         ctx.applied.send_replace(snap.version);
@@ -235,7 +239,10 @@ async fn apply_to_xdp(
                 );
                 metrics.set_applied("xdp", snap.version);
             }
-            Err(e) => tracing::error!(version = snap.version, error = %e, "applying the deny-list"),
+            Err(e) => {
+                tracing::error!(version = snap.version, error = %e, "applying the deny-list");
+                metrics.reload("failed");
+            }
         }
     }
     dp

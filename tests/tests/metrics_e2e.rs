@@ -58,6 +58,8 @@ clusters:
     endpoints: [{{name: dead, address: "127.0.0.1:9"}}]
 xdp:
   deny: ["{denied}/32"]
+# Spans go to a collector that is not there: exports fail and are counted.
+tracing: {{otlp: {{endpoint: "http://127.0.0.1:9/v1/traces", timeout: 1s}}}}
 "#,
         cert.cert,
         cert.key,

@@ -21,6 +21,7 @@ fn record(id: u32) -> Record {
         endpoint: Some("10.0.0.5:8080".into()),
         retries: 1,
         request_id: Some(format!("req-{id}")),
+        trace_id: Some(format!("{id:032x}")),
         t_queue_ms: Some(0.4),
         t_connect_ms: Some(1.6),
         t_response_ms: Some(12.9),
@@ -60,7 +61,7 @@ fn json_round_trips_every_field() {
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     let obj = v.as_object().unwrap();
     let fields = "time client listener tls protocol method host path status bytes_in \
-        bytes_out route cluster endpoint retries request_id t_queue_ms t_connect_ms \
+        bytes_out route cluster endpoint retries request_id trace_id t_queue_ms t_connect_ms \
         t_response_ms t_total_ms termination error error_source";
     let fields: Vec<&str> = fields.split_whitespace().collect();
     assert_eq!(obj.len(), fields.len());

@@ -11,7 +11,8 @@ pub struct Metrics {
     #[serde(default = "yes")]
     pub endpoint_labels: bool,
     /// Per-route series (requests by status and method class, duration histogram, bytes).
-    /// Off: routes are counted only in the cluster and top-level series.
+    /// Off: routes are counted only in the cluster and top-level series (mirror results keep
+    /// their route label: one set per mirrored route).
     #[serde(default = "yes")]
     pub route_labels: bool,
 }

@@ -54,6 +54,7 @@ impl Collector for TableCollector {
             routes(&mut e, &table)?;
         }
         mirrors(&mut e, &table)?;
+        spans(&mut e, &table)?;
         clusters(&mut e, &table)?;
         if table.snapshot.config.metrics.endpoint_labels {
             super::endpoints::endpoints(&mut e, &table)?;
@@ -205,6 +206,23 @@ fn mirrors(e: &mut DescriptorEncoder, t: &Table) -> Result<(), Error> {
     )
 }
 
+fn spans(e: &mut DescriptorEncoder, t: &Table) -> Result<(), Error> {
+    let tr = &t.tracer;
+    if !tr.exporting() {
+        return Ok(());
+    }
+    family(
+        e,
+        "lb_trace_spans",
+        "Spans handed to the OTLP exporter, by result (exported, dropped: queue full or stopped, failed: the collector refused or did not answer)",
+        MetricType::Counter,
+        |m| {
+            let n = [("exported", tr.exported()), ("dropped", tr.dropped()), ("failed", tr.failed())];
+            n.iter().try_for_each(|(r, v)| counter(m, &[("result", r)], *v))
+        },
+    )
+}
+
 fn clusters(e: &mut DescriptorEncoder, t: &Table) -> Result<(), Error> {
     let cs = &t.clusters;
     family(
@@ -285,7 +303,7 @@ fn clusters(e: &mut DescriptorEncoder, t: &Table) -> Result<(), Error> {
     family(
         e,
         "lb_cluster_queue_waits",
-        "Requests that waited for an endpoint slot",
+        "Requests that passed an endpoint connection limit (max_connections_per_endpoint) and got a slot, queued or not",
         MetricType::Counter,
         |m| {
             cs.iter().try_for_each(|c| {

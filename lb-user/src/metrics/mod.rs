@@ -78,7 +78,7 @@ impl Metrics {
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "lb_config_reloads",
-            "Configuration reloads, by result (ok, invalid, failed)",
+            "Configuration reloads, by result: ok, invalid (rejected, old config kept), failed (valid but not fully applied: a listener could not bind, XDP refused a map update)",
             reloads.clone(),
         );
         for result in RELOAD_RESULTS {

@@ -6,6 +6,7 @@ use super::table::{ClusterRuntime, Endpoint, Table};
 use crate::accesslog::{LogFormat, Record};
 use crate::error::Side;
 use crate::metrics::stats::method_class;
+use crate::trace::{SpanCtx, SpanEnd};
 use http::{HeaderValue, Method, Uri, Version};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub struct Exchange {
     pub host: String,
     pub version: Version,
     pub request_id: Option<HeaderValue>,
+    /// The request's span (trace context sent upstream; exported when it ends, if sampled).
+    pub span: Option<SpanCtx>,
     pub route: Option<usize>,
     pub cluster: Option<usize>,
     pub inflight: Option<InFlight>,
@@ -93,6 +96,7 @@ impl Exchange {
             host: String::new(),
             version,
             request_id: None,
+            span: None,
             route: None,
             cluster: None,
             inflight: None,
@@ -141,6 +145,26 @@ impl Exchange {
         }
     }
 
+    fn span_end(&self) -> SpanEnd {
+        SpanEnd {
+            route: self
+                .route
+                .and_then(|r| self.table.routes.get(r))
+                .map(|r| r.name.to_string()),
+            cluster: self
+                .cluster
+                .and_then(|c| self.table.clusters.get(c))
+                .map(|c| c.name.to_string()),
+            endpoint: self.inflight.as_ref().map(|f| f.endpoint.name.to_string()),
+            method: self.method.to_string(),
+            host: self.host.clone(),
+            path: self.uri.path().to_string(),
+            status: self.status,
+            error: self.error.as_ref().map(|(_, m)| m.clone()),
+            end: SystemTime::now(),
+        }
+    }
+
     fn record(&self) -> Record {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let route = self.route.and_then(|r| self.table.routes.get(r));
@@ -172,6 +196,7 @@ impl Exchange {
                 .as_ref()
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
+            trace_id: self.span.as_ref().map(SpanCtx::trace_id_hex),
             t_queue_ms: self.t_queue.map(ms),
             t_connect_ms: self.t_connect.map(ms),
             t_response_ms: self.t_response.map(ms),
@@ -212,6 +237,12 @@ impl Drop for Exchange {
         }
         if self.table.log.format() != LogFormat::Off {
             self.table.log.log(self.record());
+        }
+        if let Some(span) = self.span.take() {
+            if self.table.tracer.wants(&span) {
+                let end = self.span_end();
+                self.table.tracer.finish(span, end);
+            }
         }
     }
 }

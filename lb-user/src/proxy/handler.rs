@@ -22,6 +22,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
+const TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
+const TRACESTATE: header::HeaderName = header::HeaderName::from_static("tracestate");
+
 pub async fn handle(
     ctx: Arc<ProxyCtx>,
     conn: Arc<ConnInfo>,
@@ -162,6 +165,13 @@ async fn serve(
     let trusted = trusted(listener.as_deref(), conn);
     headers::forwarded(h, &conn.client_id, conn.tls, &ex.host, trusted);
     ex.request_id = Some(headers::request_id(h));
+    let span = table.tracer.start(h);
+    h.insert(TRACEPARENT, span.traceparent());
+    match span.tracestate() {
+        Some(v) => h.insert(TRACESTATE, v.clone()),
+        None => h.remove(TRACESTATE),
+    };
+    ex.span = Some(span);
     route.request_edits.apply(h);
     if let Some(auth) = req.uri().authority() {
         if let Ok(v) = HeaderValue::from_str(auth.as_str()) {

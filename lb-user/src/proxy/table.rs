@@ -13,6 +13,7 @@ use crate::metrics::stats::{ListenerStats, RouteStats};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::snapshot::Snapshot;
+use crate::trace::Tracer;
 use http::HeaderValue;
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -28,6 +29,8 @@ pub struct Table {
     pub listeners: HashMap<String, Arc<ListenerState>>,
     pub log: Arc<AccessLog>,
     pub metrics: Arc<Metrics>,
+    /// W3C trace context and OTLP export (kept across reloads while its config is unchanged).
+    pub tracer: Tracer,
 }
 
 pub struct ListenerState {
@@ -134,7 +137,12 @@ impl Table {
                 (l.name.clone(), Arc::new(build_listener(l, &snapshot, old)))
             })
             .collect();
+        let tracer = match prev {
+            Some(p) if p.tracer.same_config(&cfg.tracing) => p.tracer.clone(),
+            _ => build_tracer(&cfg.tracing),
+        };
         Table {
+            tracer,
             routes,
             clusters,
             listeners,
@@ -143,6 +151,19 @@ impl Table {
             snapshot,
         }
     }
+}
+
+/// The configured tracer; if its exporter cannot start, trace context is still propagated
+/// (without export) and the error is logged.
+fn build_tracer(cfg: &config::Tracing) -> Tracer {
+    Tracer::new(cfg).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "tracing.otlp: export disabled");
+        let local = config::Tracing {
+            otlp: None,
+            ..cfg.clone()
+        };
+        Tracer::new(&local).unwrap_or_else(|_| unreachable!("a tracer without OTLP always builds"))
+    })
 }
 
 fn build_listener(

@@ -98,6 +98,16 @@ impl Tracer {
         }
     }
 
+    /// Whether [`Tracer::finish`] would export `span` (so callers build [`SpanEnd`] only then).
+    pub fn wants(&self, span: &SpanCtx) -> bool {
+        self.inner.otlp.is_some() && span.sampled
+    }
+
+    /// Whether spans are exported at all (OTLP configured).
+    pub fn exporting(&self) -> bool {
+        self.inner.otlp.is_some()
+    }
+
     /// Hands the span to the exporter when it is sampled and OTLP is on. Never blocks and never
     /// fails: a full queue drops the span and counts it in [`Tracer::dropped`].
     pub fn finish(&self, span: SpanCtx, end: SpanEnd) {
