@@ -23,10 +23,12 @@ struct Cli {
 enum Cmd {
     /// Install what the build needs (Debian rustc for BPF, LLVM, bpf-linker); quick when present.
     Setup,
-    /// Build the XDP object (lb-ebpf) and place it where lb-user embeds it.
+    /// Build the XDP object (lb-ebpf, release profile: the only one the kernel verifier loads)
+    /// and place it where lb-user embeds it.
     BuildEbpf {
+        /// Build the debug profile instead (for reading its code; the verifier rejects it).
         #[arg(long)]
-        release: bool,
+        debug: bool,
     },
     /// fmt + clippy, then unit, fixture and network-namespace tests (needs root).
     Test {
@@ -52,9 +54,9 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Setup => setup::run(true),
-        Cmd::BuildEbpf { release } => {
+        Cmd::BuildEbpf { debug } => {
             setup::run(false)?;
-            build::ebpf(release).map(|_| ())
+            build::ebpf(!debug).map(|_| ())
         }
         Cmd::Test { args } => test::run(&args),
         Cmd::Demo => demo::run(),

@@ -9,6 +9,7 @@ mod report;
 mod routes;
 mod runtime;
 mod scrape;
+mod scraper;
 mod wrk;
 mod xdp;
 

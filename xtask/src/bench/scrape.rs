@@ -3,14 +3,14 @@
 
 use super::l7::{self, HOST};
 use super::proc::{spawn_pinned, wait_http};
+use super::scraper::{push_scrapes, scrape_once, with_scraper, Pool, INTERVAL, SCRAPE_TIMEOUT};
 use super::{haproxy_head, live_config, median, portable, save_config, Env, SuiteResult};
 use anyhow::{bail, Context, Result};
 use lb_tests::process::ChildGuard;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LB: &str = "127.0.0.1:19041";
 const LB_ADMIN: &str = "127.0.0.1:19941";
@@ -19,8 +19,6 @@ const HAPROXY_METRICS: &str = "127.0.0.1:19943";
 /// Routes in both configs: one used by the load (Host bench.test), the rest on hosts hI.bench.
 const ROUTES: usize = 1000;
 const CLUSTERS: usize = 3;
-const INTERVAL: Duration = Duration::from_secs(1);
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One proxy process, measured as two contenders: without and with the scraper.
 struct Proxy {
@@ -30,24 +28,13 @@ struct Proxy {
     _process: ChildGuard,
 }
 
-/// What one scraper saw during one measured run.
-#[derive(Default)]
-struct Scrapes {
-    failed: usize,
-    /// Per successful scrape: duration (ms), body bytes, series (non-comment lines).
-    done: Vec<(f64, usize, usize)>,
-}
-
-/// Scrapes pooled per contender over all repetitions of one load scenario.
-type Pool = Vec<Scrapes>;
-
 pub fn run(env: &Env) -> Result<SuiteResult> {
     let mut result = SuiteResult::new("scrape");
     let _origin = l7::start_origin(env)?;
     let proxies = [start_lb(env)?, start_haproxy(env)?];
     for p in &proxies {
         wait_http(p.addr, HOST, "/small", Duration::from_secs(60)).with_context(|| p.name)?;
-        let first = scrape_once(p.metrics).with_context(|| format!("{} /metrics", p.name))?;
+        let first = scrape_once(p.metrics, true).with_context(|| format!("{} /metrics", p.name))?;
         eprintln!(
             "bench scrape: {} /metrics: {} bytes, {} series",
             p.name, first.1, first.2
@@ -69,8 +56,10 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
     let mut rate = vec![Vec::new(); contenders.len()];
     let mut p99 = vec![Vec::new(); contenders.len()];
     let mut pools: Vec<Pool> = (0..contenders.len()).map(|_| Vec::new()).collect();
-    for _ in 0..env.reps {
-        for (k, &(i, s)) in contenders.iter().enumerate() {
+    let reps = paired_reps(env);
+    for r in 0..reps {
+        for k in order(r) {
+            let (i, s) = contenders[k];
             let (w, scrapes) = with_scraper(s.then_some(proxies[i].metrics), || {
                 l7::measure(proxies[i].addr, sc, env.run)
             })?;
@@ -100,6 +89,15 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
             p,
         );
     }
+    paired(&mut result, &saturated, &label, "throughput", true, &rate);
+    paired(
+        &mut result,
+        &saturated,
+        &label,
+        "p99 latency at saturation",
+        false,
+        &p99,
+    );
     push_scrapes(
         &mut result,
         "scrapes during the saturated runs",
@@ -117,8 +115,9 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
     let mut p50 = vec![Vec::new(); contenders.len()];
     let mut p99 = vec![Vec::new(); contenders.len()];
     let mut pools: Vec<Pool> = (0..contenders.len()).map(|_| Vec::new()).collect();
-    for _ in 0..env.reps {
-        for (k, &(i, s)) in contenders.iter().enumerate() {
+    for r in 0..reps {
+        for k in order(r) {
+            let (i, s) = contenders[k];
             let (mut lat, scrapes) = with_scraper(s.then_some(proxies[i].metrics), || {
                 l7::probe(proxies[i].addr, probe_rate, env.run)
             })?;
@@ -133,6 +132,8 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
         result.push(&fixed, &name, "p50 latency", "ms", false, p50[k].clone());
         result.push(&fixed, &name, "p99 latency", "ms", false, p99[k].clone());
     }
+    paired(&mut result, &fixed, &label, "p50 latency", false, &p50);
+    paired(&mut result, &fixed, &label, "p99 latency", false, &p99);
     push_scrapes(
         &mut result,
         "scrapes during the fixed-rate runs",
@@ -164,9 +165,14 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
              send. {} alternating repetitions of {:?} after a 1 s warm-up per contender (the scraper runs in warm-ups too).",
             l7::CONNECTIONS,
             l7::PROBE_CONNECTIONS,
-            env.reps,
+            reps,
             env.run
         ),
+        "This machine's speed drifts a lot between runs (other tenants), so each repetition measures both contenders of a \
+         proxy back to back, in alternating order (A B then B A), and the `paired ratio` rows give the median over \
+         repetitions of (with scraper / without) from the same repetition: the drift cancels within a pair. Trust \
+         those rows over the ratio of medians."
+            .into(),
         "Scrape duration is measured by the scraper (connect to last byte); p50 over every scrape of the scenario, p99 \
          likewise (with few scrapes per run it is close to their maximum)."
             .into(),
@@ -175,104 +181,52 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
     Ok(result)
 }
 
-/// Runs `work` with a scraper of `metrics` (if any) going for exactly as long as `work` runs.
-fn with_scraper<T>(
-    metrics: Option<SocketAddr>,
-    work: impl FnOnce() -> Result<T>,
-) -> Result<(T, Option<Scrapes>)> {
-    let Some(addr) = metrics else {
-        return Ok((work()?, None));
-    };
-    let (stop, stopped) = mpsc::channel::<()>();
-    std::thread::scope(|s| {
-        let scraper = s.spawn(move || {
-            let mut out = Scrapes::default();
-            let start = Instant::now();
-            for n in 1u32.. {
-                match scrape_once(addr) {
-                    Ok(x) => out.done.push(x),
-                    Err(_) => out.failed += 1,
-                }
-                let next = start + INTERVAL * n;
-                let wait = next.saturating_duration_since(Instant::now());
-                match stopped.recv_timeout(wait) {
-                    Err(RecvTimeoutError::Timeout) => {}
-                    _ => break,
-                }
-            }
-            out
-        });
-        let r = work();
-        let _ = stop.send(());
-        let scrapes = scraper
-            .join()
-            .map_err(|_| anyhow::anyhow!("scraper thread panicked"))?;
-        Ok((r?, Some(scrapes)))
-    })
-}
-
-/// One GET /metrics on a new connection: (duration ms, bytes, series).
-fn scrape_once(addr: SocketAddr) -> Result<(f64, usize, usize)> {
-    let t = Instant::now();
-    let r = lb_tests::http::get(addr, "metrics", "/metrics", SCRAPE_TIMEOUT)?;
-    let ms = t.elapsed().as_secs_f64() * 1e3;
-    if r.status != 200 {
-        bail!("status {} from {addr}/metrics", r.status);
+/// Twice the usual repetitions (pairs are cheap to add and their ratios are what count).
+fn paired_reps(env: &Env) -> usize {
+    if env.quick {
+        env.reps
+    } else {
+        env.reps * 2
     }
-    let series = r
-        .body
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
-        .count();
-    Ok((ms, r.body.len(), series))
 }
 
-fn push_scrapes(
+/// Contender indices for repetition `r`: each proxy's pair back to back, order flipped every
+/// other repetition so neither side always runs first.
+fn order(r: usize) -> [usize; 4] {
+    if r.is_multiple_of(2) {
+        [0, 1, 2, 3]
+    } else {
+        [1, 0, 3, 2]
+    }
+}
+
+/// Rows `paired ratio: METRIC` on each +scrape contender: per repetition, its value divided by
+/// the same proxy's value without scraper in that repetition.
+fn paired(
     result: &mut SuiteResult,
     scenario: &str,
-    contenders: &[(usize, bool)],
     label: &dyn Fn((usize, bool)) -> String,
-    pools: Vec<Pool>,
-) -> Result<()> {
-    for (&c, pool) in contenders.iter().zip(pools) {
-        if !c.1 {
-            continue;
-        }
-        let name = label(c);
-        let done: Vec<&(f64, usize, usize)> = pool.iter().flat_map(|s| &s.done).collect();
-        if done.is_empty() {
-            bail!("{name}: no successful scrape during {scenario}");
-        }
-        let per_run = |f: &dyn Fn(&Scrapes) -> usize| -> Vec<f64> {
-            pool.iter().map(|s| f(s) as f64).collect()
-        };
-        let mut ms: Vec<f64> = done.iter().map(|d| d.0).collect();
-        ms.sort_by(|a, b| a.total_cmp(b));
-        let kib = done.iter().map(|d| d.1 as f64 / 1024.0).collect();
-        let series = done.iter().map(|d| d.2 as f64).collect();
-        let p99 = vec![l7::percentile(&ms, 99.0)];
+    metric: &str,
+    higher_is_better: bool,
+    values: &[Vec<f64>],
+) {
+    for proxy in 0..2 {
+        let (without, with) = (&values[2 * proxy], &values[2 * proxy + 1]);
+        let ratios: Vec<f64> = with
+            .iter()
+            .zip(without)
+            .filter(|(_, b)| **b > 0.0)
+            .map(|(a, b)| a / b)
+            .collect();
         result.push(
             scenario,
-            &name,
-            "scrapes per run",
-            "count",
-            true,
-            per_run(&|s| s.done.len()),
+            &label((proxy, true)),
+            &format!("paired ratio: {metric}"),
+            "×",
+            higher_is_better,
+            ratios,
         );
-        result.push(
-            scenario,
-            &name,
-            "failed scrapes per run",
-            "count",
-            false,
-            per_run(&|s| s.failed),
-        );
-        result.push(scenario, &name, "scrape size", "KiB", false, kib);
-        result.push(scenario, &name, "series per scrape", "count", false, series);
-        result.push(scenario, &name, "scrape duration p50", "ms", false, ms);
-        result.push(scenario, &name, "scrape duration p99", "ms", false, p99);
     }
-    Ok(())
 }
 
 fn lb_config() -> String {
