@@ -193,21 +193,22 @@ async fn a_stuck_collector_never_slows_finish_and_counts_drops_and_failures() {
         t.finish(span, end(200, None));
         slowest = slowest.max(at.elapsed());
     }
+    // Blocking would cost the export timeout (300 ms) per call: bounds far from both.
     assert!(
-        began.elapsed() < Duration::from_millis(500),
+        began.elapsed() < Duration::from_secs(5),
         "{:?}",
         began.elapsed()
     );
-    assert!(slowest < Duration::from_millis(50), "{slowest:?}");
+    assert!(slowest < Duration::from_millis(250), "{slowest:?}");
     // At most one batch in flight and a full queue; the rest were dropped at once.
     let max_kept = (FAST.queue + 2 * FAST.batch) as u64;
     assert!(t.dropped() >= n - max_kept, "dropped {}", t.dropped());
 
     let began = Instant::now();
     t.shutdown().await;
-    // Bounded: timeout (300 ms) + delay, plus scheduling slack.
+    // Bounded: timeout (300 ms) + 1 s + delay, plus generous scheduling slack.
     assert!(
-        began.elapsed() < Duration::from_secs(2),
+        began.elapsed() < Duration::from_secs(4),
         "{:?}",
         began.elapsed()
     );
@@ -235,7 +236,7 @@ async fn a_dead_collector_counts_failed_exports() {
     let began = Instant::now();
     t.shutdown().await;
     assert!(
-        began.elapsed() < Duration::from_secs(2),
+        began.elapsed() < Duration::from_secs(4),
         "{:?}",
         began.elapsed()
     );
