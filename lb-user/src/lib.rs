@@ -9,6 +9,7 @@ pub mod ctl;
 pub mod daemon;
 pub mod error;
 pub mod health;
+pub mod kube;
 pub mod maglev;
 pub mod metrics;
 pub mod proxy;

@@ -1,0 +1,326 @@
+//! Ingress → routes, clusters and TLS certificates: which Ingresses are ours (class, legacy
+//! annotation, default class), rules and paths, defaultBackend, service backends, spec.tls Secrets.
+//!
+//! Paths: `Exact` → `path.exact`; `Prefix` → `path.prefix` (segment boundaries: `/api` matches
+//! `/api`, `/api/` and `/api/x`, never `/apix`); `ImplementationSpecific` → `path.regex`, a Rust
+//! regex anchored at the start of the path (`^(?:PATH)`), unanchored at the end, case-sensitive:
+//! `/api/v[0-9]+` matches `/api/v2/users` (as ingress-nginx's `use-regex`). A plain path given as
+//! ImplementationSpecific therefore acts as a prefix without segment boundaries.
+//!
+//! defaultBackend: a route for host `"*"` without a path (lowest rank), plus one without a path
+//! for the hosts of the Ingress's own rules, since our router never falls back from a host's
+//! routes to `"*"`. These routes come after every rule route, so on a tie (a rule with prefix `/`)
+//! the rule wins. Two Ingresses with a defaultBackend: the first by namespace/name wins.
+//!
+//! A bad path (invalid regex, Exact without `/`) or backend (no such Service, no such port,
+//! ExternalName, resource backend) rejects that one route; a bad TLS entry rejects that entry only.
+
+use super::endpoints::{cluster, endpoints};
+use super::{Mapped, ObjectError, Objects, Options, TlsCert};
+use crate::config::{Cluster, HeaderEdits, PathMatch, Route};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, Ingress, IngressBackend, IngressClass, IngressTLS,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
+const DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
+
+/// The IngressClasses of our controller.
+pub(super) struct Classes {
+    /// Names for `spec.ingressClassName`: IngressClass objects with our controller.
+    names: BTreeSet<String>,
+    /// Names for the legacy annotation: the above plus `Options::ingress_class`.
+    legacy: BTreeSet<String>,
+    /// One of ours is marked default: Ingresses without any class are ours.
+    default: bool,
+}
+
+impl Classes {
+    pub(super) fn new(classes: &[IngressClass], opts: &Options) -> Classes {
+        let mut c = Classes {
+            names: BTreeSet::new(),
+            legacy: BTreeSet::new(),
+            default: false,
+        };
+        for ic in classes {
+            let Some(name) = ic.metadata.name.clone() else {
+                continue;
+            };
+            let controller = ic.spec.as_ref().and_then(|s| s.controller.as_deref());
+            let wanted = opts.ingress_class.as_ref().is_none_or(|n| *n == name);
+            if controller != Some(opts.controller.as_str()) || !wanted {
+                continue;
+            }
+            let ann = ic.metadata.annotations.as_ref();
+            c.default |= ann.and_then(|a| a.get(DEFAULT_CLASS)).map(String::as_str) == Some("true");
+            c.names.insert(name);
+        }
+        c.legacy = c.names.clone();
+        c.legacy.extend(opts.ingress_class.clone());
+        c
+    }
+
+    /// `spec.ingressClassName` decides when set, else the legacy annotation, else the default class.
+    pub(super) fn is_ours(&self, ing: &Ingress) -> bool {
+        let spec_class = ing
+            .spec
+            .as_ref()
+            .and_then(|s| s.ingress_class_name.as_ref());
+        let ann = ing.metadata.annotations.as_ref();
+        if let Some(c) = spec_class {
+            self.names.contains(c)
+        } else if let Some(c) = ann.and_then(|a| a.get(LEGACY_CLASS)) {
+            self.legacy.contains(c)
+        } else {
+            self.default
+        }
+    }
+}
+
+/// Accumulates the mapping of every Ingress of ours.
+pub(super) struct Mapper<'a> {
+    objs: &'a Objects,
+    routes: Vec<Route>,
+    defaults: Vec<Route>,
+    clusters: BTreeMap<String, Cluster>,
+    tls: Vec<TlsCert>,
+    rejected: Vec<ObjectError>,
+}
+
+fn meta_key(ns: Option<&String>, name: Option<&String>) -> (String, String) {
+    let ns = ns.map_or("default", String::as_str).to_string();
+    (ns, name.cloned().unwrap_or_default())
+}
+
+fn route(name: String, hosts: Vec<String>, path: Option<PathMatch>, cluster: String) -> Route {
+    Route {
+        name: Some(name),
+        hosts,
+        path,
+        listeners: Vec::new(),
+        methods: Vec::new(),
+        headers: Vec::new(),
+        query: Vec::new(),
+        cluster: Some(cluster),
+        clusters: Vec::new(),
+        canary: None,
+        redirect: None,
+        rewrite: None,
+        allow: Vec::new(),
+        deny: Vec::new(),
+        request_headers: HeaderEdits::default(),
+        response_headers: HeaderEdits::default(),
+        hsts: None,
+        mirror: None,
+    }
+}
+
+/// `spec.rules[i].http.paths[j]` → our path match, or why not.
+fn path_match(p: &HTTPIngressPath, field: &str) -> Result<PathMatch, String> {
+    let path = p.path.as_deref().filter(|s| !s.is_empty());
+    match p.path_type.as_str() {
+        "Exact" => match path {
+            Some(s) if s.starts_with('/') => Ok(PathMatch::Exact(s.to_string())),
+            _ => Err(format!(
+                "{field}.path: Exact needs a path starting with '/'"
+            )),
+        },
+        "Prefix" => match path {
+            None => Ok(PathMatch::Prefix("/".into())),
+            Some(s) if s.starts_with('/') => Ok(PathMatch::Prefix(s.to_string())),
+            Some(s) => Err(format!("{field}.path: {s:?} must start with '/'")),
+        },
+        "ImplementationSpecific" => {
+            let re = format!("^(?:{})", path.unwrap_or("/"));
+            match regex::Regex::new(&re) {
+                Ok(_) => Ok(PathMatch::Regex(re)),
+                Err(e) => Err(format!("{field}.path: invalid regex: {e}")),
+            }
+        }
+        other => Err(format!(
+            "{field}.pathType: {other:?} is not Exact, Prefix or ImplementationSpecific"
+        )),
+    }
+}
+
+impl<'a> Mapper<'a> {
+    pub(super) fn new(objs: &'a Objects) -> Mapper<'a> {
+        Mapper {
+            objs,
+            routes: Vec::new(),
+            defaults: Vec::new(),
+            clusters: BTreeMap::new(),
+            tls: Vec::new(),
+            rejected: Vec::new(),
+        }
+    }
+
+    pub(super) fn finish(mut self) -> Mapped {
+        self.routes.append(&mut self.defaults);
+        Mapped {
+            routes: self.routes,
+            clusters: self.clusters.into_values().collect(),
+            tls: self.tls,
+            rejected: self.rejected,
+        }
+    }
+
+    fn reject(&mut self, ns: &str, name: &str, message: String) {
+        self.rejected.push(ObjectError {
+            kind: "Ingress".into(),
+            namespace: ns.into(),
+            name: name.into(),
+            message,
+        });
+    }
+
+    pub(super) fn ingress(&mut self, ing: &Ingress) {
+        let (ns, name) = meta_key(ing.metadata.namespace.as_ref(), ing.metadata.name.as_ref());
+        let id = format!("{ns}/{name}");
+        let Some(spec) = &ing.spec else {
+            return;
+        };
+        let mut rule_hosts = BTreeSet::new();
+        for (i, rule) in spec.rules.iter().flatten().enumerate() {
+            let host = rule.host.clone().filter(|h| !h.is_empty());
+            let host = host.unwrap_or_else(|| "*".into());
+            if host != "*" {
+                rule_hosts.insert(host.clone());
+            }
+            for (j, p) in rule.http.iter().flat_map(|h| &h.paths).enumerate() {
+                let field = format!("spec.rules[{i}].http.paths[{j}]");
+                let res = path_match(p, &field).and_then(|pm| {
+                    let c = self.backend(&ns, &p.backend, &format!("{field}.backend"))?;
+                    Ok((pm, c))
+                });
+                match res {
+                    Ok((pm, c)) => {
+                        let rname = format!("{id}/rule-{i}/path-{j}");
+                        self.routes
+                            .push(route(rname, vec![host.clone()], Some(pm), c));
+                    }
+                    Err(m) => self.reject(&ns, &name, m),
+                }
+            }
+        }
+        if let Some(db) = &spec.default_backend {
+            match self.backend(&ns, db, "spec.defaultBackend") {
+                Ok(c) => {
+                    let all = vec!["*".to_string()];
+                    self.defaults
+                        .push(route(format!("{id}/default"), all, None, c.clone()));
+                    if !rule_hosts.is_empty() {
+                        let hosts = rule_hosts.into_iter().collect();
+                        self.defaults
+                            .push(route(format!("{id}/default-hosts"), hosts, None, c));
+                    }
+                }
+                Err(m) => self.reject(&ns, &name, m),
+            }
+        }
+        for (k, t) in spec.tls.iter().flatten().enumerate() {
+            match self.tls_entry(&ns, t, &format!("spec.tls[{k}]")) {
+                Ok(cert) => self.tls.push(cert),
+                Err(m) => self.reject(&ns, &name, m),
+            }
+        }
+    }
+
+    fn service(&self, ns: &str, name: &str) -> Option<&'a Service> {
+        self.objs.services.iter().find(|s| {
+            let (sns, sname) = meta_key(s.metadata.namespace.as_ref(), s.metadata.name.as_ref());
+            sns == ns && sname == name
+        })
+    }
+
+    /// The cluster for a backend (created on first use), or why there is none.
+    fn backend(&mut self, ns: &str, b: &IngressBackend, field: &str) -> Result<String, String> {
+        let Some(sb) = &b.service else {
+            return Err(format!(
+                "{field}: only service backends are supported (resource backends are not)"
+            ));
+        };
+        let Some(svc) = self.service(ns, &sb.name) else {
+            return Err(format!(
+                "{field}.service.name: Service {ns}/{} not found",
+                sb.name
+            ));
+        };
+        let spec = svc.spec.as_ref();
+        if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+            return Err(format!(
+                "{field}.service.name: Service {ns}/{} is ExternalName (not supported)",
+                sb.name
+            ));
+        }
+        let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
+        let want = sb.port.as_ref();
+        let (sp, what) = match (
+            want.and_then(|p| p.number),
+            want.and_then(|p| p.name.as_ref()),
+        ) {
+            (Some(n), _) => (ports.iter().find(|p| p.port == n), format!("number {n}")),
+            (None, Some(n)) => (
+                ports.iter().find(|p| p.name.as_ref() == Some(n)),
+                format!("name {n:?}"),
+            ),
+            (None, None) => {
+                return Err(format!("{field}.service.port: needs a number or a name"));
+            }
+        };
+        let Some(sp) = sp else {
+            let sub = if what.starts_with("number") {
+                "number"
+            } else {
+                "name"
+            };
+            return Err(format!(
+                "{field}.service.port.{sub}: Service {ns}/{} has no port with {what}",
+                sb.name
+            ));
+        };
+        let cname = format!("{ns}/{}:{}", sb.name, sp.port);
+        if !self.clusters.contains_key(&cname) {
+            let eps = endpoints(ns, &sb.name, sp, &self.objs.endpoint_slices);
+            self.clusters
+                .insert(cname.clone(), cluster(cname.clone(), eps));
+        }
+        Ok(cname)
+    }
+
+    /// One `spec.tls` entry → a certificate from a `kubernetes.io/tls` Secret in `ns`.
+    fn tls_entry(&self, ns: &str, t: &IngressTLS, field: &str) -> Result<TlsCert, String> {
+        let Some(sname) = t.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+            return Err(format!(
+                "{field}.secretName: missing (a default certificate is not supported)"
+            ));
+        };
+        let secret: Option<&Secret> = self.objs.secrets.iter().find(|s| {
+            let (sns, n) = meta_key(s.metadata.namespace.as_ref(), s.metadata.name.as_ref());
+            sns == ns && n == sname
+        });
+        let Some(secret) = secret else {
+            return Err(format!("{field}.secretName: Secret {ns}/{sname} not found"));
+        };
+        if secret.type_.as_deref() != Some("kubernetes.io/tls") {
+            return Err(format!(
+                "{field}.secretName: Secret {ns}/{sname} is not of type kubernetes.io/tls"
+            ));
+        }
+        let data = secret.data.as_ref();
+        let get = |k: &str| {
+            data.and_then(|d| d.get(k))
+                .map(|b| b.0.clone())
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| format!("{field}.secretName: Secret {ns}/{sname} has no {k}"))
+        };
+        Ok(TlsCert {
+            hosts: t.hosts.clone().unwrap_or_default(),
+            secret: format!("{ns}/{sname}"),
+            cert_pem: get("tls.crt")?,
+            key_pem: get("tls.key")?,
+        })
+    }
+}

@@ -1,0 +1,102 @@
+//! Kubernetes objects → our config model, as a pure function (no API server, no watches): which
+//! Ingresses are ours, their routes and TLS (ingress.rs), and clusters from EndpointSlices (endpoints.rs).
+
+mod endpoints;
+mod ingress;
+
+#[cfg(test)]
+mod tests;
+
+use crate::config::{Cluster, Route};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
+/// Our IngressClass controller name when none is configured.
+pub const DEFAULT_CONTROLLER: &str = "lb.example.com/ingress-controller";
+
+/// Everything the mapping reads: the current content of one store per kind.
+#[derive(Debug, Clone, Default)]
+pub struct Objects {
+    pub ingress_classes: Vec<IngressClass>,
+    pub ingresses: Vec<Ingress>,
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub secrets: Vec<Secret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// IngressClasses whose `spec.controller` equals this are ours.
+    pub controller: String,
+    /// Only this class (of ours) counts; it also names the class for the legacy annotation when
+    /// no IngressClass object exists. Default: every class of our controller.
+    pub ingress_class: Option<String>,
+    /// Only Ingresses in these namespaces; empty = all.
+    pub namespaces: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            controller: DEFAULT_CONTROLLER.to_string(),
+            ingress_class: None,
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+/// A certificate for SNI, from a `kubernetes.io/tls` Secret named in an Ingress's `spec.tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCert {
+    /// `spec.tls[].hosts` (may be empty: the certificate's SANs then decide).
+    pub hosts: Vec<String>,
+    /// `namespace/name` of the Secret.
+    pub secret: String,
+    /// PEM chain (`tls.crt`) and key (`tls.key`) as stored in the Secret.
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+/// One object (or one part of it, named by `message`'s field path) that could not be mapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectError {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub message: String,
+}
+
+/// The mapping's result: config parts plus what was rejected (and why).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mapped {
+    pub routes: Vec<Route>,
+    pub clusters: Vec<Cluster>,
+    pub tls: Vec<TlsCert>,
+    pub rejected: Vec<ObjectError>,
+}
+
+/// Maps every Ingress of ours (sorted by namespace/name, so the result does not depend on the
+/// order objects arrived in) to routes, clusters and certificates. Never fails as a whole: a bad
+/// part of an object is left out and listed in `rejected`.
+pub fn to_config(objs: &Objects, opts: &Options) -> Mapped {
+    let classes = ingress::Classes::new(&objs.ingress_classes, opts);
+    let mut ours: Vec<&Ingress> = objs
+        .ingresses
+        .iter()
+        .filter(|i| {
+            let ns = i.metadata.namespace.as_deref().unwrap_or("default");
+            opts.namespaces.is_empty() || opts.namespaces.iter().any(|n| n == ns)
+        })
+        .filter(|i| classes.is_ours(i))
+        .collect();
+    ours.sort_by(|a, b| {
+        let key = |i: &Ingress| (i.metadata.namespace.clone(), i.metadata.name.clone());
+        key(a).cmp(&key(b))
+    });
+    let mut out = ingress::Mapper::new(objs);
+    for ing in ours {
+        out.ingress(ing);
+    }
+    out.finish()
+}
