@@ -3,6 +3,7 @@
 
 pub mod checksum;
 pub mod http;
+pub mod kubeapi;
 pub mod lb;
 pub mod netns;
 pub mod packet;

@@ -1,0 +1,309 @@
+//! A mock Kubernetes API server for tests: the real list/watch protocol (paginated lists, chunked
+//! watch streams, resourceVersion, bookmarks, 410 Gone) on loopback, for the Kubernetes watcher tests.
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+mod serve;
+
+/// The server (and every watch) stops this long after `start`.
+const LIFETIME: Duration = Duration::from_secs(120);
+/// Events kept for replay; a watch from before the oldest one answers 410.
+const HISTORY: usize = 4096;
+/// Live events queued per watch; a watch that falls further behind is ended (it resumes).
+const QUEUE: usize = 4096;
+
+/// Served resources: (apiVersion, plural, kind, namespaced).
+const RESOURCES: [(&str, &str, &str, bool); 6] = [
+    (
+        "networking.k8s.io/v1",
+        "ingressclasses",
+        "IngressClass",
+        false,
+    ),
+    ("networking.k8s.io/v1", "ingresses", "Ingress", true),
+    ("v1", "services", "Service", true),
+    (
+        "discovery.k8s.io/v1",
+        "endpointslices",
+        "EndpointSlice",
+        true,
+    ),
+    ("v1", "secrets", "Secret", true),
+    ("v1", "configmaps", "ConfigMap", true),
+];
+type Res = (&'static str, &'static str, &'static str, bool);
+
+/// (apiVersion, kind, namespace or "", name)
+type Key = (String, String, String, String);
+
+struct Event {
+    rv: u64,
+    api_version: String,
+    kind: String,
+    ns: String,
+    line: Arc<str>,
+}
+
+enum Msg {
+    Line(Arc<str>),
+    /// The last event of the watch (ERROR on expire).
+    Last(Arc<str>),
+}
+
+struct Watcher {
+    id: u64,
+    res: Res,
+    ns: Option<String>,
+    bookmarks: bool,
+    tx: SyncSender<Msg>,
+}
+
+impl Watcher {
+    fn wants(&self, api_version: &str, kind: &str, ns: &str) -> bool {
+        selects(self.res, self.ns.as_deref(), (api_version, kind, ns))
+    }
+}
+
+/// Whether a request for `res` (in namespace `ns`, or all) covers an object (apiVersion, kind, ns).
+fn selects(res: Res, ns: Option<&str>, (api_version, kind, obj_ns): (&str, &str, &str)) -> bool {
+    res.0 == api_version && res.2 == kind && ns.is_none_or(|n| n == obj_ns)
+}
+
+struct State {
+    rv: u64,
+    /// Set by expire(): any resourceVersion below it answers 410.
+    floor: u64,
+    /// Replay is complete for watches from this resourceVersion on.
+    history_from: u64,
+    uids: u64,
+    objects: BTreeMap<Key, Value>,
+    history: VecDeque<Event>,
+    watchers: Vec<Watcher>,
+    next_watch: u64,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    state: Mutex<State>,
+    lists: AtomicU64,
+    watches: AtomicU64,
+    until: Instant,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The mock API server; stops (and closes every watch) on Drop.
+pub struct MockApi {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl MockApi {
+    /// Listens on 127.0.0.1:0, plain HTTP, no auth; serves for at most 120 s.
+    pub fn start() -> Result<MockApi> {
+        let listener = TcpListener::bind("127.0.0.1:0").context("binding the mock API server")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let state = State {
+            rv: 1,
+            floor: 0,
+            history_from: 0,
+            uids: 0,
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            watchers: Vec::new(),
+            next_watch: 0,
+        };
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            state: Mutex::new(state),
+            lists: AtomicU64::new(0),
+            watches: AtomicU64::new(0),
+            until: Instant::now() + LIFETIME,
+        });
+        let sh = shared.clone();
+        let accept = thread::Builder::new()
+            .name("mock-kubeapi".into())
+            .spawn(move || serve::accept_loop(&listener, &sh))?;
+        Ok(MockApi {
+            addr,
+            shared,
+            accept: Some(accept),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Creates or replaces by (apiVersion, kind, namespace, name); sets resourceVersion (one global
+    /// counter), uid and creationTimestamp if missing (namespace "default" if a namespaced kind has
+    /// none); ADDED or MODIFIED to matching watches. Panics on an object without apiVersion, kind
+    /// or metadata.name (a test bug).
+    pub fn apply(&self, mut obj: Value) {
+        let api_version = obj["apiVersion"].as_str().expect("apiVersion").to_string();
+        let kind = obj["kind"].as_str().expect("kind").to_string();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .expect("metadata.name")
+            .to_string();
+        let namespaced = resource_of(&api_version, &kind).is_none_or(|r| r.3);
+        let mut st = self.shared.lock();
+        st.rv += 1;
+        let rv = st.rv;
+        let meta = &mut obj["metadata"];
+        let ns = match (namespaced, meta["namespace"].as_str()) {
+            (false, _) => String::new(),
+            (true, Some(ns)) => ns.to_string(),
+            (true, None) => {
+                meta["namespace"] = json!("default");
+                "default".to_string()
+            }
+        };
+        let key = (api_version.clone(), kind.clone(), ns.clone(), name);
+        let old = st.objects.get(&key).map(|o| o["metadata"].clone());
+        for field in ["uid", "creationTimestamp"] {
+            if meta[field].is_null() {
+                meta[field] = match old.as_ref().map(|m| &m[field]) {
+                    Some(v) if !v.is_null() => v.clone(),
+                    _ if field == "uid" => {
+                        json!(format!("00000000-0000-4000-8000-{:012x}", st.uids))
+                    }
+                    _ => json!(rfc3339_now()),
+                };
+                st.uids += u64::from(field == "uid");
+            }
+        }
+        meta["resourceVersion"] = json!(rv.to_string());
+        let typ = if old.is_some() { "MODIFIED" } else { "ADDED" };
+        st.record(rv, &api_version, &kind, &ns, typ, &obj);
+        st.objects.insert(key, obj);
+    }
+
+    /// Deletes (no-op if absent); DELETED event with the last object at a new resourceVersion.
+    pub fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) {
+        let ns = namespace.unwrap_or("").to_string();
+        let key = (api_version.into(), kind.into(), ns.clone(), name.into());
+        let mut st = self.shared.lock();
+        let Some(mut obj) = st.objects.remove(&key) else {
+            return;
+        };
+        st.rv += 1;
+        let rv = st.rv;
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        st.record(rv, api_version, kind, &ns, "DELETED", &obj);
+    }
+
+    /// BOOKMARK (kind, apiVersion, metadata.resourceVersion) to every watch with allowWatchBookmarks.
+    pub fn bookmark(&self) {
+        let mut st = self.shared.lock();
+        let rv = st.rv.to_string();
+        st.watchers.retain(|w| {
+            let obj = json!({"kind": w.res.2, "apiVersion": w.res.0, "metadata": {"resourceVersion": rv}});
+            !w.bookmarks || w.tx.try_send(Msg::Line(event_line("BOOKMARK", &obj))).is_ok()
+        });
+    }
+
+    /// Compaction: every open watch gets ERROR 410 Expired and ends; any later list or watch from
+    /// an older resourceVersion answers HTTP 410 (re-list with resourceVersion "" or "0").
+    pub fn expire(&self) {
+        let mut st = self.shared.lock();
+        st.rv += 1;
+        let rv = st.rv;
+        (st.floor, st.history_from) = (rv, rv);
+        st.history.clear();
+        let msg = format!("too old resource version (compacted at {rv})");
+        let line = event_line("ERROR", &status(410, "Expired", &msg));
+        for w in st.watchers.drain(..) {
+            let _ = w.tx.try_send(Msg::Last(line.clone()));
+        }
+    }
+
+    /// List requests answered 200.
+    pub fn lists(&self) -> u64 {
+        self.shared.lists.load(Ordering::Relaxed)
+    }
+
+    /// Watch requests answered 200 (streams started).
+    pub fn watches(&self) -> u64 {
+        self.shared.watches.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for MockApi {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.lock().watchers.clear();
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl State {
+    fn record(&mut self, rv: u64, api_version: &str, kind: &str, ns: &str, typ: &str, obj: &Value) {
+        let line = event_line(typ, obj);
+        self.watchers.retain(|w| {
+            !w.wants(api_version, kind, ns) || w.tx.try_send(Msg::Line(line.clone())).is_ok()
+        });
+        if self.history.len() >= HISTORY {
+            if let Some(e) = self.history.pop_front() {
+                self.history_from = e.rv;
+            }
+        }
+        let (api_version, kind, ns) = (api_version.into(), kind.into(), ns.into());
+        self.history.push_back(Event {
+            rv,
+            api_version,
+            kind,
+            ns,
+            line,
+        });
+    }
+}
+
+fn resource_of(api_version: &str, kind: &str) -> Option<Res> {
+    RESOURCES
+        .into_iter()
+        .find(|r| r.0 == api_version && r.2 == kind)
+}
+
+fn event_line(typ: &str, obj: &Value) -> Arc<str> {
+    format!("{}\n", json!({"type": typ, "object": obj})).into()
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+/// Now as RFC 3339 UTC, seconds precision (civil-from-days, H. Hinnant).
+fn rfc3339_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (h, mi, s) = (rem / 3600, rem / 60 % 60, rem % 60);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
