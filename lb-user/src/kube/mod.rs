@@ -3,6 +3,7 @@
 
 mod endpoints;
 mod ingress;
+pub mod watch;
 
 #[cfg(test)]
 mod tests;

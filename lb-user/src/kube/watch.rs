@@ -1,0 +1,351 @@
+//! The API server side of the Kubernetes mode: one kube-runtime reflector store per kind (and per
+//! watched namespace), and one debounced task that turns store changes into a sorted [`Objects`].
+//!
+//! Resilience comes from kube-runtime's watcher: it resumes watches from the last resourceVersion,
+//! re-lists from scratch on 410 Gone, and retries with its default backoff (0.8 s doubling to
+//! 30 s, jittered) while the API server is unreachable. Stores keep their content through an
+//! outage, so the last [`Objects`] stays in force; one warning is logged per outage.
+
+use super::{Objects, Options};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::NamespaceResourceScope;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The kube crate this module is built on, for callers that build the [`Client`] (tests, `lb run`).
+pub use ::kube;
+
+/// The only Secret type the mapping reads; other Secrets never enter a store.
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
+/// Annotation `kubectl apply` leaves on objects: a second copy of the object, never read.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Running reflectors plus the recompute task; dropping it stops them all.
+pub struct Watch {
+    objects: watch::Receiver<Option<Arc<Objects>>>,
+    synced: Vec<Arc<AtomicBool>>,
+    recomputes: Arc<AtomicU64>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the reflectors and the recompute task on the current tokio runtime (panics outside
+/// one). Namespaced kinds are watched in `opts.namespaces` (one store each), or in all
+/// namespaces when that is empty; IngressClasses are cluster-scoped.
+pub fn start(client: Client, opts: &Options, debounce: Duration) -> Watch {
+    let (changed_tx, changed_rx) = watch::channel(());
+    let mut w = Watchers {
+        client,
+        namespaces: opts.namespaces.clone(),
+        changed: changed_tx,
+        failing: Arc::new(AtomicUsize::new(0)),
+        synced: Vec::new(),
+        tasks: Vec::new(),
+    };
+    let stores = Stores {
+        ingress_classes: vec![w.spawn(Api::all(w.client.clone()), |_| true)],
+        ingresses: w.namespaced(|_| true),
+        services: w.namespaced(|_| true),
+        endpoint_slices: w.namespaced(|_| true),
+        secrets: w.namespaced(|s: &Secret| s.type_.as_deref() == Some(TLS_SECRET_TYPE)),
+    };
+    let (objects_tx, objects_rx) = watch::channel(None);
+    let recomputes = Arc::new(AtomicU64::new(0));
+    let task = recompute(
+        changed_rx,
+        stores,
+        w.synced.clone(),
+        debounce,
+        objects_tx,
+        recomputes.clone(),
+    );
+    w.tasks.push(tokio::spawn(task));
+    Watch {
+        objects: objects_rx,
+        synced: w.synced,
+        recomputes,
+        tasks: w.tasks,
+    }
+}
+
+impl Watch {
+    /// The latest [`Objects`]: `None` until every store has completed its first full list, then
+    /// a new value after each (debounced) change that altered what the stores hold.
+    pub fn objects(&self) -> watch::Receiver<Option<Arc<Objects>>> {
+        self.objects.clone()
+    }
+
+    /// Every store has completed a full list at least once (readiness). Stays true through
+    /// later outages: the stores keep their last content.
+    pub fn synced(&self) -> bool {
+        self.synced.iter().all(|s| s.load(Ordering::Acquire))
+    }
+
+    /// How many times [`Objects`] were built from the stores (sent or, when equal to the last
+    /// value, not sent): the debounce's effect, for tests and metrics.
+    pub fn recomputes(&self) -> u64 {
+        self.recomputes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("synced", &self.synced())
+            .field("recomputes", &self.recomputes())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One store per kind and watched namespace (IngressClass: one).
+struct Stores {
+    ingress_classes: Vec<Store<IngressClass>>,
+    ingresses: Vec<Store<Ingress>>,
+    services: Vec<Store<Service>>,
+    endpoint_slices: Vec<Store<EndpointSlice>>,
+    secrets: Vec<Store<Secret>>,
+}
+
+impl Stores {
+    fn objects(&self) -> Objects {
+        Objects {
+            ingress_classes: sorted(&self.ingress_classes),
+            ingresses: sorted(&self.ingresses),
+            services: sorted(&self.services),
+            endpoint_slices: sorted(&self.endpoint_slices),
+            secrets: sorted(&self.secrets),
+        }
+    }
+}
+
+/// Same content as `b` (resourceVersions included): a re-list after 410 Gone or a reconnect
+/// that changed nothing does not send a new value.
+fn same(a: &Objects, b: &Objects) -> bool {
+    a.ingress_classes == b.ingress_classes
+        && a.ingresses == b.ingresses
+        && a.services == b.services
+        && a.endpoint_slices == b.endpoint_slices
+        && a.secrets == b.secrets
+}
+
+/// The stores' objects sorted by (namespace, name): the order objects arrived in never shows.
+fn sorted<K: Resource<DynamicType = ()> + Clone>(stores: &[Store<K>]) -> Vec<K> {
+    let mut all: Vec<Arc<K>> = stores.iter().flat_map(|s| s.state()).collect();
+    all.sort_by(|a, b| {
+        let (a, b) = (a.meta(), b.meta());
+        (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
+    });
+    all.iter().map(|k| K::clone(k)).collect()
+}
+
+/// The single recompute task: waits for a change, lets changes coalesce for `debounce`, then
+/// (once every store has synced) builds [`Objects`] and sends it unless nothing changed.
+async fn recompute(
+    mut changed: watch::Receiver<()>,
+    stores: Stores,
+    synced: Vec<Arc<AtomicBool>>,
+    debounce: Duration,
+    out: watch::Sender<Option<Arc<Objects>>>,
+    recomputes: Arc<AtomicU64>,
+) {
+    loop {
+        if changed.changed().await.is_err() {
+            return; // every reflector task is gone
+        }
+        tokio::time::sleep(debounce).await;
+        changed.borrow_and_update(); // what came during the wait is included now
+        if !synced.iter().all(|s| s.load(Ordering::Acquire)) {
+            continue;
+        }
+        let objs = stores.objects();
+        recomputes.fetch_add(1, Ordering::Relaxed);
+        let unchanged = out
+            .borrow()
+            .as_deref()
+            .is_some_and(|prev| same(prev, &objs));
+        if unchanged {
+            tracing::debug!("kube: recomputed, nothing changed");
+            continue;
+        }
+        tracing::debug!(
+            ingresses = objs.ingresses.len(),
+            services = objs.services.len(),
+            endpoint_slices = objs.endpoint_slices.len(),
+            secrets = objs.secrets.len(),
+            "kube: objects changed"
+        );
+        out.send_replace(Some(Arc::new(objs)));
+    }
+}
+
+/// What every reflector task shares while [`start`] builds them.
+struct Watchers {
+    client: Client,
+    namespaces: Vec<String>,
+    changed: watch::Sender<()>,
+    /// Reflectors currently failing; 0 → 1 logs the outage, back to 0 logs the recovery.
+    failing: Arc<AtomicUsize>,
+    synced: Vec<Arc<AtomicBool>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Watchers {
+    /// One store per watched namespace, or one over all namespaces.
+    fn namespaced<K>(&mut self, keep: fn(&K) -> bool) -> Vec<Store<K>>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+        K: Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        if self.namespaces.is_empty() {
+            return vec![self.spawn(Api::all(self.client.clone()), keep)];
+        }
+        let apis: Vec<Api<K>> = self
+            .namespaces
+            .iter()
+            .map(|ns| Api::namespaced(self.client.clone(), ns))
+            .collect();
+        apis.into_iter().map(|api| self.spawn(api, keep)).collect()
+    }
+
+    /// Spawns a watcher (default backoff) feeding a new store; objects for which `keep` is false
+    /// never enter it, and managed fields are stripped before storing.
+    fn spawn<K>(&mut self, api: Api<K>, keep: fn(&K) -> bool) -> Store<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        let (reader, mut writer) = reflector::store::<K>();
+        let synced = Arc::new(AtomicBool::new(false));
+        self.synced.push(synced.clone());
+        let changed = self.changed.clone();
+        let failing = self.failing.clone();
+        let kind = K::kind(&()).to_string();
+        let mut stream = watch_stream(api).default_backoff().boxed();
+        self.tasks.push(tokio::spawn(async move {
+            let mut failed = false;
+            while let Some(item) = stream.next().await {
+                let mut event = match item {
+                    Ok(event) => event,
+                    Err(e) => {
+                        outage(&kind, &e, &mut failed, &failing);
+                        continue;
+                    }
+                };
+                if std::mem::take(&mut failed) && failing.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    tracing::info!(kind, "kube: API server reachable again");
+                }
+                if let Event::Apply(o) | Event::InitApply(o) | Event::Delete(o) = &mut event {
+                    if !keep(o) {
+                        continue; // e.g. a Secret of another type (type is immutable)
+                    }
+                    strip(o);
+                }
+                writer.apply_watcher_event(&event);
+                match event {
+                    Event::InitDone => {
+                        synced.store(true, Ordering::Release);
+                        changed.send_replace(());
+                    }
+                    Event::Apply(_) | Event::Delete(_) => {
+                        changed.send_replace(());
+                    }
+                    // The store swaps in the new list at InitDone only.
+                    Event::Init | Event::InitApply(_) => {}
+                }
+            }
+        }));
+        reader
+    }
+}
+
+/// kube-runtime's watcher with bookmarks on (its default: they move the resume point without
+/// an event, so they never cause a recompute).
+fn watch_stream<K>(
+    api: Api<K>,
+) -> impl futures_util::Stream<Item = watcher::Result<Event<K>>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    watcher::watcher(api, watcher::Config::default())
+}
+
+/// Logs a watch failure: 410 Gone (the watcher re-lists) at debug; anything else once per
+/// outage across all reflectors, then quietly until every reflector works again.
+fn outage(kind: &str, e: &watcher::Error, failed: &mut bool, failing: &AtomicUsize) {
+    if let watcher::Error::WatchError(status) = e {
+        if status.code == 410 {
+            tracing::debug!(kind, "kube: resourceVersion expired, re-listing");
+            return;
+        }
+    }
+    if *failed {
+        tracing::debug!(kind, error = %e, "kube: still failing");
+        return;
+    }
+    *failed = true;
+    if failing.fetch_add(1, Ordering::AcqRel) == 0 {
+        tracing::warn!(
+            kind,
+            error = %e,
+            "kube: API server unreachable; keeping the last objects, retrying with backoff"
+        );
+    } else {
+        tracing::debug!(kind, error = %e, "kube: watch failing");
+    }
+}
+
+/// Memory: managed fields and kubectl's copy of the whole object are never read.
+fn strip<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+    if let Some(a) = o.meta_mut().annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+        if a.is_empty() {
+            o.meta_mut().annotations = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    use kube::ResourceExt;
+
+    #[test]
+    fn strip_drops_managed_fields_and_last_applied_only() {
+        let mut ing = Ingress::default();
+        ing.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        ing.annotations_mut()
+            .insert(LAST_APPLIED.into(), "{\"big\":1}".into());
+        ing.annotations_mut()
+            .insert("kubernetes.io/ingress.class".into(), "lb".into());
+        strip(&mut ing);
+        assert_eq!(ing.metadata.managed_fields, None);
+        assert_eq!(ing.annotations().len(), 1);
+        assert_eq!(ing.annotations()["kubernetes.io/ingress.class"], "lb");
+        let mut bare = Service::default();
+        bare.annotations_mut()
+            .insert(LAST_APPLIED.into(), "{}".into());
+        strip(&mut bare);
+        assert_eq!(bare.metadata.annotations, None);
+    }
+}
