@@ -375,8 +375,19 @@ fn expire_sends_410_and_old_versions_are_gone() {
         );
         assert!(w.next().is_none(), "closed after the ERROR event");
     }
+    // A watch from the old version: 200, one ERROR 410 event, end (what makes clients re-list).
+    let mut late = Watch::open(
+        &api,
+        &format!("/api/v1/services?watch=true&resourceVersion={old}"),
+    );
+    let e = late.next().unwrap();
+    assert_eq!(
+        (e["type"].as_str(), e["object"]["code"].as_u64()),
+        (Some("ERROR"), Some(410)),
+        "{e}"
+    );
+    assert!(late.next().is_none(), "closed after the ERROR event");
     for path in [
-        format!("/api/v1/services?watch=true&resourceVersion={old}"),
         format!("/api/v1/services?resourceVersion={old}"),
         format!(
             "/api/v1/services?resourceVersion={}&resourceVersionMatch=Exact",

@@ -235,7 +235,14 @@ fn route(sh: &Shared, method: &str, target: &str) -> Reply {
         },
     };
     let initial: Vec<Arc<str>> = match rv {
-        Some(v) if v < st.floor.max(st.history_from) => return gone(v, st.rv),
+        // As the real API server (and what kube-runtime re-lists on): 200, one ERROR event with
+        // a 410 Status, then the end of the stream. Lists from an old version get HTTP 410.
+        Some(v) if v < st.floor.max(st.history_from) => {
+            let msg = format!("too old resource version: {v} ({})", st.rv);
+            let line = event_line("ERROR", &status(410, "Expired", &msg));
+            let (_closed, rx) = sync_channel(1);
+            return Reply::Watch(0, vec![line], rx, Instant::now());
+        }
         Some(v) => st
             .history
             .iter()
