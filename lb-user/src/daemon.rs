@@ -1,21 +1,24 @@
-//! `lb run`: load the config, load/attach XDP, then one direction of data: the file source
-//! (SIGHUP) -> snapshot on a watch -> consumers (proxy table + listeners, XDP maps).
+//! `lb run`: load the config, load/attach XDP, then one direction of data: the sources (the file
+//! on SIGHUP/change, Kubernetes objects) -> snapshot on a watch -> proxy table, listeners, XDP maps.
 
 use crate::accesslog::AccessLog;
 use crate::admin;
 use crate::bpf::{Dataplane, LoadOptions};
-use crate::config;
+use crate::config::{self, Config, ConfigErrors};
 use crate::health::monitor::{self, Handles};
+use crate::kube::source::{self as kube_source, KubeRun};
+use crate::kube::watch as kube_watch;
+use crate::kube::Objects;
 use crate::metrics::Metrics;
 use crate::proxy::{listeners::ListenerSet, table::Table, ProxyCtx};
 use crate::publisher::{self, Input, InputTx};
 use crate::snapshot::{self, Snapshot};
-use crate::source;
+use crate::source::{self, TlsMaterials};
 use anyhow::{anyhow, bail, Result};
 use arc_swap::ArcSwap;
 use aya::programs::XdpMode;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -33,18 +36,37 @@ pub struct RunOptions {
     pub grace: Duration,
     /// Poll the config and certificate files this often and reload on change (None: SIGHUP only).
     pub watch: Option<Duration>,
+    /// Also take routes, clusters and certificates from Kubernetes (`--kube`).
+    pub kube: Option<KubeRun>,
 }
+
+/// Kubernetes store changes closer together than this make one config change.
+const KUBE_DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Access-log lines that may wait for the writer thread before new ones are dropped (counted).
 const ACCESS_LOG_QUEUE: usize = 65536;
 
 pub async fn run(opts: RunOptions) -> Result<()> {
-    let cfg = config::load_file(&opts.config)
-        .map_err(|e| anyhow!("{}: invalid config:\n{e}", opts.config.display()))?;
-    let tls = source::load_tls(&cfg, &opts.config)
-        .map_err(|e| anyhow!("{}: invalid config:\n{e}", opts.config.display()))?;
-    let token = source::load_token(&cfg, &opts.config)
-        .map_err(|e| anyhow!("{}: invalid config:\n{e}", opts.config.display()))?;
+    let invalid = |e: ConfigErrors| anyhow!("{}: invalid config:\n{e}", opts.config.display());
+    let base = config::load_file(&opts.config).map_err(invalid)?;
+    // Kubernetes mode: nothing is served before every store has listed once.
+    let (_kube_watch, mut objects) = match &opts.kube {
+        Some(k) => {
+            let client = kube_source::client(k.kubeconfig.as_deref()).await?;
+            let w = kube_watch::start(client, &k.options, KUBE_DEBOUNCE);
+            let mut rx = w.objects();
+            tracing::info!("waiting for the first full list from the Kubernetes API");
+            rx.wait_for(Option::is_some)
+                .await
+                .map_err(|_| anyhow!("the Kubernetes watch stopped before its first sync"))?;
+            tracing::info!("Kubernetes objects synced");
+            (Some(w), Some(rx))
+        }
+        None => (None, None),
+    };
+    let now = current(&objects);
+    let (cfg, tls) = load_sources(&base, &opts, now.as_deref()).map_err(invalid)?;
+    let token = source::load_token(&cfg, &opts.config).map_err(invalid)?;
     let mut watched = source::fingerprint(&opts.config, Some(&cfg));
     let mut dataplane = if opts.ifaces.is_empty() {
         if !cfg.xdp.deny.is_empty() {
@@ -127,14 +149,19 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&opts.config, &inputs, &metrics, &mut watched),
+            _ = hup.recv() => {
+                reload(&opts, current(&objects).as_deref(), &inputs, &metrics, &mut watched)
+            }
             _ = poll.tick(), if opts.watch.is_some() => {
                 let now = source::fingerprint(&opts.config, Some(&rx.borrow().config));
                 if now != watched {
                     tracing::info!("config or certificate files changed");
-                    reload(&opts.config, &inputs, &metrics, &mut watched);
+                    reload(&opts, current(&objects).as_deref(), &inputs, &metrics, &mut watched);
                     watched = now;
                 }
+            }
+            Some(objs) = next_objects(&mut objects) => {
+                reload(&opts, Some(&objs), &inputs, &metrics, &mut watched)
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -154,16 +181,56 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     Ok(())
 }
 
-/// The file source: re-read, validate, load TLS material and the admin token, and hand the
-/// result to the publisher, or keep the old config.
+/// The latest Kubernetes objects (None without `--kube`).
+fn current(objects: &Option<watch::Receiver<Option<Arc<Objects>>>>) -> Option<Arc<Objects>> {
+    objects.as_ref().and_then(|rx| rx.borrow().clone())
+}
+
+/// The next Kubernetes objects; pending forever without `--kube` (or once the watch stopped).
+async fn next_objects(
+    objects: &mut Option<watch::Receiver<Option<Arc<Objects>>>>,
+) -> Option<Arc<Objects>> {
+    let Some(rx) = objects else {
+        return std::future::pending().await;
+    };
+    if rx.changed().await.is_err() {
+        return std::future::pending().await;
+    }
+    rx.borrow_and_update().clone()
+}
+
+/// The config to serve and its TLS material: the base file alone, or merged with the
+/// Kubernetes objects (what the mapping rejected is logged, the rest is served).
+fn load_sources(
+    base: &Config,
+    opts: &RunOptions,
+    objs: Option<&Objects>,
+) -> Result<(Config, TlsMaterials), ConfigErrors> {
+    match (objs, &opts.kube) {
+        (Some(o), Some(k)) => {
+            let m = kube_source::merge(base, &opts.config, o, &k.options)?;
+            for r in &m.rejected {
+                tracing::warn!(kind = %r.kind, namespace = %r.namespace, name = %r.name, "not served: {}", r.message);
+            }
+            Ok((m.config, m.tls))
+        }
+        _ => Ok((base.clone(), source::load_tls(base, &opts.config)?)),
+    }
+}
+
+/// The sources again (the base file re-read, merged with `objs` in Kubernetes mode): validate,
+/// load TLS material and the admin token, and hand the result to the publisher, or keep the old
+/// config.
 fn reload(
-    path: &Path,
+    opts: &RunOptions,
+    objs: Option<&Objects>,
     inputs: &InputTx,
     metrics: &Metrics,
     watched: &mut Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)>,
 ) {
-    let loaded = config::load_file_for_reload(path).and_then(|cfg| {
-        let tls = source::load_tls(&cfg, path)?;
+    let path = opts.config.as_path();
+    let loaded = config::load_file_for_reload(path).and_then(|base| {
+        let (cfg, tls) = load_sources(&base, opts, objs)?;
         let token = source::load_token(&cfg, path)?;
         Ok((cfg, tls, token))
     });

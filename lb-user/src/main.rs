@@ -43,6 +43,22 @@ enum Cmd {
         /// Proxy worker threads (HAProxy's nbthread). Default: one per CPU.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
         workers: Option<u16>,
+        /// Also serve Ingresses from Kubernetes (routes and clusters added to the config file's;
+        /// nothing is served before the first full list).
+        #[arg(long)]
+        kube: bool,
+        /// Kubeconfig for --kube (default: in-cluster config, then $KUBECONFIG, ~/.kube/config).
+        #[arg(long, requires = "kube")]
+        kubeconfig: Option<PathBuf>,
+        /// Only Ingresses of this IngressClass (default: every class of our controller).
+        #[arg(long, requires = "kube")]
+        ingress_class: Option<String>,
+        /// Our IngressClass controller name.
+        #[arg(long, requires = "kube", default_value = lb_user::kube::DEFAULT_CONTROLLER)]
+        controller: String,
+        /// Watch only this namespace (repeatable; default: all).
+        #[arg(long = "watch-namespace", requires = "kube")]
+        watch_namespaces: Vec<String>,
     },
     /// Validate a config: print every error with its field path; exit 1 if there is any.
     Check {
@@ -110,6 +126,11 @@ fn main() -> ExitCode {
             grace_secs,
             watch_secs,
             workers,
+            kube,
+            kubeconfig,
+            ingress_class,
+            controller,
+            watch_namespaces,
         } => {
             let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info".into());
@@ -132,6 +153,14 @@ fn main() -> ExitCode {
                 admin,
                 grace: Duration::from_secs(grace_secs),
                 watch: (watch_secs > 0).then(|| Duration::from_secs(watch_secs)),
+                kube: kube.then_some(lb_user::kube::source::KubeRun {
+                    kubeconfig,
+                    options: lb_user::kube::Options {
+                        controller,
+                        ingress_class,
+                        namespaces: watch_namespaces,
+                    },
+                }),
             };
             // One worker: a current-thread runtime (no work-stealing bookkeeping), like one
             // HAProxy thread; more: the multi-threaded scheduler.

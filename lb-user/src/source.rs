@@ -38,6 +38,17 @@ pub fn resolve(base: &Path, p: &Path) -> PathBuf {
 
 /// Reads every certificate, key and CA the config (read from `config_path`) names.
 pub fn load_tls(cfg: &Config, config_path: &Path) -> Result<TlsMaterials, ConfigErrors> {
+    load_tls_with(cfg, config_path, &[])
+}
+
+/// [`load_tls`], and every TLS listener also serves `extra` (certificates from another source,
+/// e.g. Kubernetes Secrets) after its own: on a name both claim, the file's certificate wins,
+/// and the default certificate stays the file's.
+pub fn load_tls_with(
+    cfg: &Config,
+    config_path: &Path,
+    extra: &[tls::LoadedCert],
+) -> Result<TlsMaterials, ConfigErrors> {
     let at = |p: &PathBuf| resolve(config_path, p);
     let mut out = TlsMaterials::default();
     let mut errs = Vec::new();
@@ -59,6 +70,7 @@ pub fn load_tls(cfg: &Config, config_path: &Path) -> Result<TlsMaterials, Config
         if certs.len() != t.certificates.len() {
             continue;
         }
+        certs.extend(extra.iter().cloned());
         let default = match t.default_certificate {
             DefaultCert::First => Some(0),
             DefaultCert::Index(k) => Some(k),

@@ -138,8 +138,47 @@ fn cert_names(path: &Path, der: &CertificateDer<'_>) -> Result<(Vec<String>, i64
 /// the key belongs to the leaf certificate.
 pub fn load_cert(files: &CertFiles) -> Result<LoadedCert, TlsError> {
     let chain = read_chain(&files.cert)?;
-    let (names, not_after) = cert_names(&files.cert, &chain[0])?;
     let key_der = read_key(&files.key)?;
+    certified(files, chain, key_der)
+}
+
+/// Like [`load_cert`], from PEM bytes held in memory (a Kubernetes TLS Secret); `origin` names
+/// them in errors (e.g. `secret shop/web-tls`).
+pub fn load_cert_pem(
+    origin: &str,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<LoadedCert, TlsError> {
+    let files = CertFiles {
+        cert: PathBuf::from(format!("{origin} tls.crt")),
+        key: PathBuf::from(format!("{origin} tls.key")),
+    };
+    let err = |source| TlsError::ReadCert {
+        path: files.cert.clone(),
+        source,
+    };
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCert(files.cert.clone()));
+    }
+    let key_der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|source| match source {
+        pem::Error::NoItemsFound => TlsError::NoKey(files.key.clone()),
+        source => TlsError::ReadKey {
+            path: files.key.clone(),
+            source,
+        },
+    })?;
+    certified(&files, chain, key_der)
+}
+
+fn certified(
+    files: &CertFiles,
+    chain: Vec<CertificateDer<'static>>,
+    key_der: PrivateKeyDer<'static>,
+) -> Result<LoadedCert, TlsError> {
+    let (names, not_after) = cert_names(&files.cert, &chain[0])?;
     let signing_key = provider()
         .key_provider
         .load_private_key(key_der)

@@ -83,6 +83,17 @@ fn read(path: &Path) -> Result<String, ConfigErrors> {
     })
 }
 
+/// Validates a config built in code (e.g. a file merged with Kubernetes objects) as
+/// [`parse`] validates a file.
+pub fn check(cfg: &Config) -> Result<(), ConfigErrors> {
+    let errors = validate::validate(cfg, &HashSet::new());
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
 pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
     let root: Value = serde_yaml::from_str(text)
         .map_err(|e| ConfigErrors(vec![ConfigError::new("", format!("invalid YAML: {e}"))]))?;

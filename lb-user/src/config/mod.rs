@@ -15,7 +15,7 @@ mod validate_route;
 
 pub use cluster::*;
 pub use health::*;
-pub use load::{load_file, load_file_for_reload, parse, ConfigError, ConfigErrors};
+pub use load::{check, load_file, load_file_for_reload, parse, ConfigError, ConfigErrors};
 pub use metrics::Metrics as MetricsConfig;
 pub use route::*;
 pub use scalars::*;

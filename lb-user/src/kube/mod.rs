@@ -1,8 +1,9 @@
-//! Kubernetes objects → our config model, as a pure function (no API server, no watches): which
-//! Ingresses are ours, their routes and TLS (ingress.rs), and clusters from EndpointSlices (endpoints.rs).
+//! Kubernetes as a config source: reflectors keep the objects (watch.rs), a pure mapping turns them
+//! into routes, clusters and TLS (ingress.rs, endpoints.rs), merged with the base file (source.rs).
 
 mod endpoints;
 mod ingress;
+pub mod source;
 pub mod watch;
 
 #[cfg(test)]
