@@ -78,3 +78,103 @@ pub fn merge(
         rejected,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use k8s_openapi::ByteString;
+    use serde_json::json;
+
+    fn secret(name: &str, cert: &[u8], key: &[u8]) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                namespace: Some("shop".into()),
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(
+                [
+                    ("tls.crt".to_string(), ByteString(cert.to_vec())),
+                    ("tls.key".to_string(), ByteString(key.to_vec())),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    fn objects(secrets: Vec<Secret>) -> Objects {
+        let class = json!({"metadata": {"name": "lb"}, "spec": {"controller": super::super::DEFAULT_CONTROLLER}});
+        let ingress = json!({
+            "metadata": {"namespace": "shop", "name": "web"},
+            "spec": {"ingressClassName": "lb",
+                     "tls": [{"hosts": ["shop.test"], "secretName": "good"},
+                             {"hosts": ["bad.test"], "secretName": "garbage"}],
+                     "rules": [{"host": "shop.test", "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                        "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}
+        });
+        let service = json!({"metadata": {"namespace": "shop", "name": "web"},
+                             "spec": {"ports": [{"port": 80}]}});
+        Objects {
+            ingress_classes: vec![serde_json::from_value(class).unwrap()],
+            ingresses: vec![serde_json::from_value(ingress).unwrap()],
+            services: vec![serde_json::from_value(service).unwrap()],
+            endpoint_slices: Vec::new(),
+            secrets,
+        }
+    }
+
+    #[test]
+    fn secrets_become_certificates_and_bad_ones_are_rejected_alone() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["shop.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_pem, key_pem) = (cert.pem(), key.serialize_pem());
+        let loaded =
+            tls::load_cert_pem("secret shop/good", cert_pem.as_bytes(), key_pem.as_bytes())
+                .unwrap();
+        assert_eq!(loaded.names, ["shop.test"]);
+        let err = tls::load_cert_pem("secret shop/garbage", b"not pem", key_pem.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("secret shop/garbage tls.crt"), "{err}");
+
+        let base = config::parse("listeners: [{name: http, address: \"127.0.0.1:1\"}]\n").unwrap();
+        let objs = objects(vec![
+            secret("good", cert_pem.as_bytes(), key_pem.as_bytes()),
+            secret("garbage", b"not pem", b"nor this"),
+        ]);
+        let m = merge(&base, Path::new("lb.yaml"), &objs, &Options::default()).unwrap();
+        assert_eq!(m.config.routes.len(), 1);
+        assert_eq!(m.config.clusters.len(), 1);
+        let rejected: Vec<(&str, &str)> = m
+            .rejected
+            .iter()
+            .map(|r| (r.kind.as_str(), r.name.as_str()))
+            .collect();
+        assert_eq!(rejected, [("Secret", "garbage")], "{:?}", m.rejected);
+    }
+
+    #[test]
+    fn a_merge_that_does_not_validate_keeps_nothing() {
+        // The base file already has a cluster with the mapped cluster's name.
+        let base = config::parse(
+            "clusters: [{name: \"shop/web:80\", endpoints: [{address: \"127.0.0.1:1\"}]}]\n",
+        )
+        .unwrap();
+        let errs = merge(
+            &base,
+            Path::new("lb.yaml"),
+            &objects(Vec::new()),
+            &Options::default(),
+        )
+        .err()
+        .expect("duplicate cluster names are refused");
+        assert!(errs.to_string().contains("shop/web:80"), "{errs}");
+    }
+}
