@@ -91,7 +91,20 @@ pub fn cluster(c: &ClusterState, views: Option<&[EndpointView]>) -> Value {
                 "latency_ms_avg": mean_ms((s, m)),
             });
             if let (Some(v), Value::Object(map)) = (v, &mut e) {
-                for (key, val) in view_json(v) {
+                for (key, mut val) in view_json(v) {
+                    // Check counts live in the endpoint's observer (the snapshot is republished
+                    // on state changes only, not on every check).
+                    if key == "health" {
+                        let ev = &ep.observer.events;
+                        val["checks_ok"] = ev
+                            .checks_ok
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                            .into();
+                        val["checks_failed"] = ev
+                            .checks_failed
+                            .load(std::sync::atomic::Ordering::Relaxed)
+                            .into();
+                    }
                     map.insert(key.to_string(), val);
                 }
             }
@@ -141,8 +154,6 @@ fn view_json(v: &EndpointView) -> Vec<(&'static str, Value)> {
                 "passive": if h.ejected.is_some() { "ejected" } else { "ok" },
                 "reason": h.reason(),
                 "ejections": h.ejections,
-                "checks_ok": h.checks_ok,
-                "checks_failed": h.checks_failed,
             }),
         ),
         ("override", json!(over)),

@@ -87,4 +87,60 @@ impl HealthView {
     pub fn get(&self, key: &EpKey) -> Option<&EpHealth> {
         self.endpoints.get(key)
     }
+
+    /// True when both views lead to the same endpoint states and weights: they differ at most
+    /// in check counts and failure texts (an absent endpoint is an unchecked, healthy one).
+    pub fn same_decisions(&self, other: &HealthView) -> bool {
+        let decision = |v: &HealthView, k: &EpKey| {
+            v.endpoints
+                .get(k)
+                .map(|h| (h.active, h.ejected.clone(), h.usable_since, h.ejections))
+                .unwrap_or((Active::Unchecked, None, None, 0))
+        };
+        self.endpoints
+            .keys()
+            .chain(other.endpoints.keys())
+            .all(|k| decision(self, k) == decision(other, k))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_ignore_check_counts() {
+        let key: EpKey = ("app".into(), "127.0.0.1:1".parse().unwrap());
+        let view = |h: EpHealth| HealthView {
+            endpoints: [(key.clone(), h)].into(),
+        };
+        let up = EpHealth {
+            active: Active::Up,
+            checks_ok: 3,
+            ..Default::default()
+        };
+        let more = EpHealth {
+            checks_ok: 9,
+            checks_failed: 1,
+            last_failure: Some("timeout".into()),
+            ..up.clone()
+        };
+        assert!(view(up.clone()).same_decisions(&view(more)));
+        let down = EpHealth {
+            active: Active::Down,
+            ..up.clone()
+        };
+        assert!(!view(up).same_decisions(&view(down)));
+        // Counted but never judged is the same as absent.
+        let counted = EpHealth {
+            checks_failed: 2,
+            ..Default::default()
+        };
+        assert!(view(counted).same_decisions(&HealthView::default()));
+        let ejected = EpHealth {
+            ejected: Some("5 errors".into()),
+            ..Default::default()
+        };
+        assert!(!view(ejected).same_decisions(&HealthView::default()));
+    }
 }

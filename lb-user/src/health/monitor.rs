@@ -119,7 +119,9 @@ pub async fn run(
             _ = tick.tick() => m.tick(),
         }
         let view = m.view();
-        if *view != *m.published {
+        // Check counts and the last failure text change on every check; a new snapshot (and
+        // proxy table) is only worth it when a decision changed.
+        if !view.same_decisions(&m.published) {
             m.published = view.clone();
             publish(view);
         }

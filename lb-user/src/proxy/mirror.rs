@@ -23,6 +23,7 @@ pub struct MirrorState {
     pub body: bool,
     pub max_body: u64,
     seq: AtomicU64,
+    max_in_flight: u32,
     in_flight: Arc<Semaphore>,
     /// Results, kept across reloads while the route mirrors to the same cluster.
     pub counters: Arc<MirrorCounters>,
@@ -46,8 +47,20 @@ impl MirrorState {
             body: m.body,
             max_body: m.max_body_bytes,
             seq: AtomicU64::new(0),
+            max_in_flight: m.max_in_flight,
             in_flight: Arc::new(Semaphore::new(m.max_in_flight as usize)),
             counters,
+        }
+    }
+
+    /// Continues `old`'s selection sequence and in-flight slots when the share and the limit
+    /// are unchanged, so frequent snapshots (health, runtime API) neither reset the spread (a
+    /// 1% mirror would never fire if every rebuild restarted it) nor lift the limit.
+    pub fn carry_from(&mut self, old: &MirrorState) {
+        if old.ppm == self.ppm && old.max_in_flight == self.max_in_flight {
+            self.seq
+                .store(old.seq.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.in_flight = old.in_flight.clone();
         }
     }
 
@@ -137,6 +150,26 @@ async fn send(table: &Table, idx: usize, who: ConnFor, copy: Copy) -> &'static s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn selection_continues_across_rebuilds() {
+        let m: Mirror = serde_yaml::from_str("{cluster: m, percent: 10}").unwrap();
+        let mut picked = 0;
+        let mut s = MirrorState::new(&m, 0, Default::default());
+        // A rebuild every 5 requests: 100 requests still give exactly 10 copies.
+        for _ in 0..20 {
+            let mut next = MirrorState::new(&m, 0, Default::default());
+            next.carry_from(&s);
+            s = next;
+            picked += (0..5).filter(|_| s.select()).count();
+        }
+        assert_eq!(picked, 10);
+        // A changed share starts afresh.
+        let m2: Mirror = serde_yaml::from_str("{cluster: m, percent: 20}").unwrap();
+        let mut t = MirrorState::new(&m2, 0, Default::default());
+        t.carry_from(&s);
+        assert_eq!(t.seq.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn selection_is_exact_and_spread() {

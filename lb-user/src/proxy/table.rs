@@ -118,13 +118,16 @@ impl Table {
                 }
                 route.mirror = r.mirror.as_ref().and_then(|m| {
                     let c = *index.get(m.cluster.as_str())?;
-                    let counters = old_routes
+                    let old = old_routes
                         .get(&*route.name)
                         .and_then(|o| o.mirror.as_ref())
-                        .filter(|o| *o.cluster_name == *m.cluster)
-                        .map(|o| o.counters.clone())
-                        .unwrap_or_default();
-                    Some(MirrorState::new(m, c, counters))
+                        .filter(|o| *o.cluster_name == *m.cluster);
+                    let counters = old.map(|o| o.counters.clone()).unwrap_or_default();
+                    let mut state = MirrorState::new(m, c, counters);
+                    if let Some(o) = old {
+                        state.carry_from(o);
+                    }
+                    Some(state)
                 });
                 route
             })
