@@ -39,7 +39,7 @@ pub fn document(t: &Table) -> Value {
                 "name": &*r.name,
                 "hosts": cfg.hosts,
                 "clusters": clusters,
-                "requests": classes_json(r.tally.classes()),
+                "requests": classes_json(route_classes(&r.stats)),
                 "latency_ms_avg": mean_ms(r.tally.timing()),
                 "mirror": mirror,
             })
@@ -60,6 +60,12 @@ pub fn document(t: &Table) -> Value {
     })
 }
 
+/// A route's responses by status class (its counters are by method class too).
+fn route_classes(s: &crate::metrics::stats::RouteStats) -> [u64; 5] {
+    let rows = s.requests();
+    std::array::from_fn(|c| rows.iter().map(|row| row[c]).sum())
+}
+
 fn name(t: &Table, i: usize) -> &str {
     t.clusters.get(i).map_or("", |c| &*c.name)
 }
@@ -73,7 +79,7 @@ pub fn cluster(c: &ClusterState, views: Option<&[EndpointView]>) -> Value {
         .zip(&c.cfg.endpoints)
         .enumerate()
         .map(|(j, (ep, cfg))| {
-            let k = ep.tally.classes();
+            let k = ep.stats.requests();
             for (a, b) in classes.iter_mut().zip(k) {
                 *a += b;
             }

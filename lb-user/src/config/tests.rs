@@ -213,3 +213,13 @@ fn too_many_errors_are_bounded() {
     let errs = errors(&yaml);
     assert!(!errs.is_empty() && errs.len() <= 100, "{}", errs.len());
 }
+
+#[test]
+fn metrics_switches_name_a_bad_value() {
+    let errs = errors("metrics: {route_labels: maybe}\n");
+    assert!(has(&errs, "metrics.route_labels", "bool"), "{errs:?}");
+    let errs = errors("metrics: {per_pod: true}\n");
+    assert!(has(&errs, "metrics", "per_pod"), "{errs:?}");
+    let cfg = parse("metrics: {endpoint_labels: false}\n").unwrap();
+    assert!(!cfg.metrics.endpoint_labels && cfg.metrics.route_labels);
+}

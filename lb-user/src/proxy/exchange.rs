@@ -211,7 +211,7 @@ impl Exchange {
 impl Drop for Exchange {
     fn drop(&mut self) {
         if let Some(r) = self.route.and_then(|r| self.table.routes.get(r)) {
-            r.tally.record(self.status, self.t_response);
+            r.tally.record(self.t_response);
             r.stats
                 .finished(self.start.elapsed(), self.bytes_in, self.bytes_out);
         }
@@ -222,7 +222,7 @@ impl Drop for Exchange {
             }
         }
         if let Some(f) = &self.inflight {
-            f.endpoint.tally.record(self.status, self.t_response);
+            f.endpoint.tally.record(self.t_response);
         }
         if let Some((side, _)) = &self.error {
             if let Some(c) = cluster {

@@ -134,7 +134,7 @@ async fn send(table: &Table, idx: usize, who: ConnFor, copy: Copy) -> &'static s
         Ok(Some((status, t, _))) => {
             ep.stats.count(status);
             cluster.runtime.stats.outcomes.count(status);
-            ep.tally.record(status, Some(t));
+            ep.tally.record(Some(t));
             match status / 100 {
                 1 => "1xx",
                 2 => "2xx",

@@ -1,29 +1,23 @@
-//! Request tallies for the stats page and status API: counts by status class and the mean
-//! time to response headers, as relaxed atomics (routes and endpoints, kept across reloads).
+//! Response-time tallies for the stats page and status API: the mean time to response headers,
+//! as relaxed atomics (routes and endpoints, kept across reloads). Counts by status class come
+//! from the /metrics counters (crate::metrics::stats).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Default)]
 pub struct Tally {
-    classes: [AtomicU64; 5],
     time_us: AtomicU64,
     timed: AtomicU64,
 }
 
 impl Tally {
-    pub fn record(&self, status: u16, response: Option<Duration>) {
-        let class = (status / 100).clamp(1, 5) as usize - 1;
-        self.classes[class].fetch_add(1, Ordering::Relaxed);
+    pub fn record(&self, response: Option<Duration>) {
         if let Some(t) = response {
             self.time_us
                 .fetch_add(t.as_micros() as u64, Ordering::Relaxed);
             self.timed.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    pub fn classes(&self) -> [u64; 5] {
-        [0, 1, 2, 3, 4].map(|i| self.classes[i].load(Ordering::Relaxed))
     }
 
     /// (sum of response times in µs, number of timed responses).
@@ -54,12 +48,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tally_counts_and_means() {
+    fn tally_means() {
         let t = Tally::default();
-        t.record(200, Some(Duration::from_millis(2)));
-        t.record(503, Some(Duration::from_millis(4)));
-        t.record(404, None);
-        assert_eq!(t.classes(), [0, 1, 0, 1, 1]);
+        t.record(Some(Duration::from_millis(2)));
+        t.record(Some(Duration::from_millis(4)));
+        t.record(None);
+        assert_eq!(t.timing(), (6000, 2));
         assert_eq!(mean_ms(t.timing()), serde_json::json!(3.0));
         assert_eq!(mean_ms((0, 0)), serde_json::Value::Null);
     }
