@@ -7,6 +7,10 @@
 pub enum Verdict {
     Pass = 2,
     Drop = 1,
+    /// Sent back out of the interface it came in on (XDP_TX).
+    Tx = 3,
+    /// Sent out of another interface (XDP_REDIRECT through the devmap).
+    Redirect = 4,
 }
 
 impl Verdict {
@@ -19,6 +23,8 @@ impl Verdict {
         match self {
             Verdict::Pass => "pass",
             Verdict::Drop => "drop",
+            Verdict::Tx => "tx",
+            Verdict::Redirect => "redirect",
         }
     }
 }
@@ -77,10 +83,31 @@ reasons! {
     // Dropped by policy.
     DenyV4 = 19, "deny_v4", Drop;
     DenyV6 = 20, "deny_v6", Drop;
+    // The L4 dataplane (services in `l4_services`).
+    L4Tx = 21, "l4_tx", Tx;
+    L4Redirect = 22, "l4_redirect", Redirect;
+    L4ReplyTx = 23, "l4_reply_tx", Tx;
+    L4ReplyRedirect = 24, "l4_reply_redirect", Redirect;
+    // Translated, but the next hop's MAC is not known yet: the stack forwards it (and resolves).
+    L4NoNeigh = 25, "l4_no_neigh", Pass;
+    // Translated, but the FIB has no forwarding route (or forwarding is off): the stack decides.
+    L4FibFail = 26, "l4_fib_fail", Pass;
+    // TTL / hop limit would expire: the stack answers with ICMP time exceeded.
+    L4TtlExceeded = 27, "l4_ttl_exceeded", Pass;
+    // A TCP segment other than SYN to a service with no flow entry (expired or never seen).
+    L4NoFlow = 28, "l4_no_flow", Pass;
+    // A new flow to a service with no endpoint that takes new flows.
+    L4NoEndpoint = 29, "l4_no_endpoint", Drop;
+    // Every probed NAT source port was in use.
+    L4NoPort = 30, "l4_no_port", Drop;
+    // The service's family has no SNAT address configured.
+    L4NoSnat = 31, "l4_no_snat", Drop;
+    // A source opened new flows faster than `xdp.rate_limit` allows.
+    RateLimited = 32, "rate_limited", Drop;
 }
 
 /// Number of entries in the stats map.
-pub const REASON_COUNT: u32 = 21;
+pub const REASON_COUNT: u32 = 33;
 
 impl Reason {
     pub const fn index(self) -> u32 {
@@ -120,7 +147,15 @@ mod tests {
     #[test]
     fn only_deny_reasons_drop() {
         for r in Reason::ALL {
-            let drops = matches!(r, Reason::DenyV4 | Reason::DenyV6);
+            let drops = matches!(
+                r,
+                Reason::DenyV4
+                    | Reason::DenyV6
+                    | Reason::L4NoEndpoint
+                    | Reason::L4NoPort
+                    | Reason::L4NoSnat
+                    | Reason::RateLimited
+            );
             assert_eq!(r.verdict() == Verdict::Drop, drops, "{}", r.name());
         }
     }
