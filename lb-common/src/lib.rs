@@ -9,5 +9,4 @@ pub mod stats;
 
 pub use l4::*;
 pub use maps::*;
-pub use reuseport::*;
 pub use stats::{Reason, StatValue, Verdict, REASON_COUNT};

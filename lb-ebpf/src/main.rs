@@ -4,6 +4,7 @@
 #![no_main]
 
 mod deny;
+mod l4maps;
 mod parse;
 mod stats;
 

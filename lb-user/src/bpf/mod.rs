@@ -2,6 +2,7 @@
 //! and hand out the typed maps that snapshots are diff-applied to.
 
 pub mod maps;
+pub mod reuseport;
 
 use anyhow::{bail, Context, Result};
 use aya::programs::{Xdp, XdpMode};
