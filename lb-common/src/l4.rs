@@ -3,7 +3,8 @@
 //!
 //! Addresses are 16 bytes: IPv6 as is, IPv4 in the first 4 bytes with the rest zero; `family`
 //! says which ([`FAMILY_V4`] / [`FAMILY_V6`]). Ports are in network byte order in keys and values
-//! the XDP program compares against packets, host order in [`L4Config`].
+//! the XDP program compares against packets, host order in [`L4Config`]. Structs holding
+//! addresses are 4-byte aligned so the XDP program reads them as 32-bit words.
 
 /// Hash: [`ServiceKey`] -> [`ServiceValue`].
 pub const MAP_L4_SERVICES: &str = "LB_L4_SVC";
@@ -52,7 +53,7 @@ pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
 /// A service's address: VIP, port (network order), protocol, family.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ServiceKey {
     pub addr: [u8; 16],
@@ -76,7 +77,7 @@ pub struct ServiceValue {
 
 /// One endpoint slot. `gen` changes whenever the slot is given to another endpoint, so a flow
 /// that remembers (id, gen) notices that its endpoint is gone.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EndpointValue {
     pub addr: [u8; 16],
@@ -88,7 +89,7 @@ pub struct EndpointValue {
 }
 
 /// A flow as seen on the wire: client->VIP before NAT, or endpoint->node for replies.
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub src: [u8; 16],
@@ -161,7 +162,7 @@ pub const CFG_SNAT_V4: u32 = 4;
 pub const CFG_SNAT_V6: u32 = 8;
 
 /// A rate-limited source: IPv6 address, or IPv4 mapped (::ffff:a.b.c.d).
-#[repr(C)]
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RateKey {
     pub addr: [u8; 16],

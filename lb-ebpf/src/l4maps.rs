@@ -1,6 +1,8 @@
 //! The L4 dataplane's maps (layouts and names in lb_common::l4). Sizes here are defaults: the
 //! loader resizes the ring array and the flow/NAT tables from the config.
 
+use crate::nat::Rewrite;
+use aya_ebpf::bindings::bpf_fib_lookup;
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray};
 use lb_common::{
@@ -41,7 +43,8 @@ pub static RATE: LruHashMap<RateKey, u64> =
     LruHashMap::with_max_entries(RATE_CAPACITY, NO_COMMON_LRU);
 
 #[map(name = "LB_L4_SVC_STATS")]
-pub static SERVICE_STATS: PerCpuArray<L4Stat> = PerCpuArray::with_max_entries(L4_SERVICE_CAPACITY, 0);
+pub static SERVICE_STATS: PerCpuArray<L4Stat> =
+    PerCpuArray::with_max_entries(L4_SERVICE_CAPACITY, 0);
 
 #[map(name = "LB_L4_EP_STATS")]
 pub static ENDPOINT_STATS: PerCpuArray<L4Stat> =
@@ -49,3 +52,26 @@ pub static ENDPOINT_STATS: PerCpuArray<L4Stat> =
 
 #[map(name = "LB_TX_PORTS")]
 pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(TX_PORTS_CAPACITY, 0);
+
+/// Per-CPU scratch space for values too large for the 512-byte BPF stack.
+#[repr(C)]
+pub struct Scratch {
+    pub fib: bpf_fib_lookup,
+    /// The packet's flow (client->VIP, or endpoint->node for a reply).
+    pub key: FlowKey,
+    pub skey: ServiceKey,
+    pub rate: RateKey,
+    pub flow: FlowValue,
+    pub rkey: FlowKey,
+    pub nat: NatValue,
+    /// What the packet is translated to.
+    pub rw: Rewrite,
+    /// New source and destination address words, for bpf_csum_diff.
+    pub addrs: [u32; 8],
+    /// New source and destination ports (network order).
+    pub ports: [u16; 2],
+    pub _pad: [u16; 2],
+}
+
+#[map(name = "LB_SCRATCH")]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

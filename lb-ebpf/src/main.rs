@@ -3,9 +3,13 @@
 #![no_std]
 #![no_main]
 
+mod csum;
 mod deny;
+mod l4;
 mod l4maps;
+mod nat;
 mod parse;
+mod ratelimit;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -39,7 +43,9 @@ fn classify(ctx: &XdpContext) -> Reason {
         return reason;
     }
     match parse::transport(ctx, &ip) {
-        Ok(reason) | Err(reason) => reason,
+        Ok((reason, None)) => reason,
+        Ok((reason, Some(ports))) => l4::handle(ctx, &ip, &ports).unwrap_or(reason),
+        Err(reason) => reason,
     }
 }
 

@@ -48,7 +48,7 @@ struct Ipv4Hdr {
     proto: u8,
     _csum: [u8; 2],
     src: [u8; 4],
-    _dst: [u8; 4],
+    dst: [u8; 4],
 }
 
 #[repr(C)]
@@ -58,7 +58,7 @@ struct Ipv6Hdr {
     next: u8,
     _hop_limit: u8,
     src: [u8; 16],
-    _dst: [u8; 16],
+    dst: [u8; 16],
 }
 
 /// The first 8 bytes every IPv6 extension header starts with.
@@ -71,11 +71,12 @@ struct ExtHdr {
 
 #[repr(C)]
 struct TcpHdr {
-    _ports: [u8; 4],
+    sport: [u8; 2],
+    dport: [u8; 2],
     _seq: [u8; 4],
     _ack: [u8; 4],
     doff_res: u8,
-    _flags: u8,
+    flags: u8,
     _win: [u8; 2],
     _csum: [u8; 2],
     _urg: [u8; 2],
@@ -83,7 +84,8 @@ struct TcpHdr {
 
 #[repr(C)]
 struct UdpHdr {
-    _ports: [u8; 4],
+    sport: [u8; 2],
+    dport: [u8; 2],
     len: [u8; 2],
     _csum: [u8; 2],
 }
@@ -103,6 +105,10 @@ pub enum Source {
 /// What the network layer told us; offsets are from the start of the frame.
 pub struct Ip {
     pub src: Source,
+    /// Destination, IPv4 in the first 4 bytes (lb_common's address convention).
+    pub dst: [u8; 16],
+    /// Where the IP header starts.
+    pub l3_off: usize,
     /// IPv4 protocol or IPv6 next header after the fixed header.
     pub proto: u8,
     /// First byte after the IPv4 header (with options) or the fixed IPv6 header.
@@ -162,8 +168,12 @@ fn ipv4(ctx: &XdpContext, off: usize) -> Result<Ip, Reason> {
     if tot_len < ihl || ctx.data() + off + tot_len > ctx.data_end() {
         return Err(Reason::MalformedIpv4Len);
     }
+    let mut dst = [0u8; 16];
+    dst[..4].copy_from_slice(&h.dst);
     Ok(Ip {
         src: Source::V4(h.src),
+        dst,
+        l3_off: off,
         proto: h.proto,
         l4_off: off + ihl,
         end: off + tot_len,
@@ -191,6 +201,8 @@ fn ipv6(ctx: &XdpContext, off: usize) -> Result<Ip, Reason> {
     };
     Ok(Ip {
         src: Source::V6(h.src),
+        dst: h.dst,
+        l3_off: off,
         proto: h.next,
         l4_off,
         end,
@@ -213,12 +225,23 @@ fn is_ipv6_ext(proto: u8) -> bool {
     )
 }
 
-/// Everything after the IP header. `Ok` is a well-formed (or deliberately unparsed) reason,
-/// `Err` a malformed one; both pass.
+/// A parsed TCP or UDP header (ports in network order), for the L4 dataplane.
+pub struct Ports {
+    pub proto: u8,
+    /// Where the TCP/UDP header starts.
+    pub off: usize,
+    pub sport: u16,
+    pub dport: u16,
+    /// TCP flags byte (0 for UDP).
+    pub flags: u8,
+}
+
+/// Everything after the IP header: a well-formed reason with the ports when it is TCP or UDP,
+/// or `Err` with a malformed (or deliberately unparsed) reason; all of those pass.
 #[inline(always)]
-pub fn transport(ctx: &XdpContext, ip: &Ip) -> Result<Reason, Reason> {
+pub fn transport(ctx: &XdpContext, ip: &Ip) -> Result<(Reason, Option<Ports>), Reason> {
     if ip.fragment {
-        return Ok(Reason::Fragment);
+        return Ok((Reason::Fragment, None));
     }
     let v6 = matches!(ip.src, Source::V6(_));
     let mut proto = ip.proto;
@@ -230,7 +253,7 @@ pub fn transport(ctx: &XdpContext, ip: &Ip) -> Result<Reason, Reason> {
             }
             let ext: &ExtHdr = header(ctx, off).ok_or(Reason::MalformedIpv6Ext)?;
             if proto == IPPROTO_FRAGMENT {
-                return Ok(Reason::Fragment);
+                return Ok((Reason::Fragment, None));
             }
             let len = if proto == IPPROTO_AH {
                 (ext.len as usize + 2) * 4
@@ -244,7 +267,7 @@ pub fn transport(ctx: &XdpContext, ip: &Ip) -> Result<Reason, Reason> {
             }
         }
         if is_ipv6_ext(proto) {
-            return Ok(Reason::Ipv6ExtLimit);
+            return Ok((Reason::Ipv6ExtLimit, None));
         }
     }
     match proto {
@@ -257,7 +280,14 @@ pub fn transport(ctx: &XdpContext, ip: &Ip) -> Result<Reason, Reason> {
             if off + doff > ip.end {
                 return Err(Reason::MalformedTcp);
             }
-            Ok(Reason::Tcp)
+            let ports = Ports {
+                proto: IPPROTO_TCP,
+                off,
+                sport: u16::from_ne_bytes(tcp.sport),
+                dport: u16::from_ne_bytes(tcp.dport),
+                flags: tcp.flags,
+            };
+            Ok((Reason::Tcp, Some(ports)))
         }
         IPPROTO_UDP => {
             let udp: &UdpHdr = header(ctx, off).ok_or(Reason::MalformedUdp)?;
@@ -265,11 +295,18 @@ pub fn transport(ctx: &XdpContext, ip: &Ip) -> Result<Reason, Reason> {
             if len < size_of::<UdpHdr>() || off + len > ip.end {
                 return Err(Reason::MalformedUdp);
             }
-            Ok(Reason::Udp)
+            let ports = Ports {
+                proto: IPPROTO_UDP,
+                off,
+                sport: u16::from_ne_bytes(udp.sport),
+                dport: u16::from_ne_bytes(udp.dport),
+                flags: 0,
+            };
+            Ok((Reason::Udp, Some(ports)))
         }
-        IPPROTO_ICMP if !v6 => icmp(ctx, off, ip),
-        IPPROTO_ICMPV6 if v6 => icmp(ctx, off, ip),
-        _ => Ok(Reason::OtherL4),
+        IPPROTO_ICMP if !v6 => icmp(ctx, off, ip).map(|r| (r, None)),
+        IPPROTO_ICMPV6 if v6 => icmp(ctx, off, ip).map(|r| (r, None)),
+        _ => Ok((Reason::OtherL4, None)),
     }
 }
 
