@@ -162,6 +162,9 @@ fn forward(
         None => return Reason::L4NoSnat,
     };
     let len = ctx.data_end() - ctx.data();
+    // A live flow whose endpoint is gone: picked again (a TCP peer then answers with a reset,
+    // which ends the connection quickly instead of leaving it hanging).
+    let mut repick = false;
     if let Some(fp) = FLOWS.get_ptr_mut(&s.key) {
         // SAFETY: as in `reply`.
         let f = unsafe { &mut *fp };
@@ -184,14 +187,15 @@ fn forward(
                     return reason;
                 }
             }
+            repick = true;
         }
     }
     // A new flow: only a SYN may open a TCP one.
-    if p.proto == PROTO_TCP && !syn {
+    if p.proto == PROTO_TCP && !syn && !repick {
         return Reason::L4NoFlow;
     }
     s.rate = ratelimit::key(&s.key.src, v4);
-    if ratelimit::over(cfg, &s.rate, &s.skey) {
+    if !repick && ratelimit::over(cfg, &s.rate, &s.skey) {
         return Reason::RateLimited;
     }
     if svc.ring_size == 0 {

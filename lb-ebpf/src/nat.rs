@@ -161,7 +161,8 @@ fn rewrite(ctx: &XdpContext, ip: &Ip, p: &Ports, hop: bool, s: &mut Scratch) -> 
         if s.rw.v4 {
             let h = ptr_mut::<[u16; 10]>(ctx, ip.l3_off).ok_or(Reason::L4FibFail)?;
             let ttl_proto = (*h)[4];
-            let ttl = ttl_proto.to_be_bytes()[0];
+            // Memory order: [ttl, protocol].
+            let ttl = ttl_proto.to_ne_bytes()[0];
             if hop && ttl <= 1 {
                 return Err(Reason::L4TtlExceeded);
             }
@@ -173,8 +174,8 @@ fn rewrite(ctx: &XdpContext, ip: &Ip, p: &Ports, hop: bool, s: &mut Scratch) -> 
             let mut hd = Delta::new((*h)[5]);
             hd.diff(addr_diff);
             if hop {
-                let b = ttl_proto.to_be_bytes();
-                let next = u16::from_be_bytes([b[0] - 1, b[1]]);
+                let b = ttl_proto.to_ne_bytes();
+                let next = u16::from_ne_bytes([b[0] - 1, b[1]]);
                 hd.word(ttl_proto, next);
                 (*h)[4] = next;
             }
