@@ -2,9 +2,12 @@
 //! topologies, XDP attachment and a tiny HTTP/1.1 backend and client (tests and demos).
 
 pub mod checksum;
+pub mod helm;
 pub mod http;
 pub mod kubeapi;
+pub mod kubectl;
 pub mod lb;
+pub mod manifests;
 pub mod netns;
 pub mod packet;
 pub mod process;
