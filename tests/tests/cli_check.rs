@@ -131,14 +131,14 @@ fn every_example_passes_lb_check() {
 #[test]
 fn deploy_configmap_passes_lb_check() {
     // The ConfigMap embeds lb.yaml as a block scalar: extract it and check it.
-    let text = std::fs::read_to_string(repo().join("deploy/configmap.yaml")).unwrap();
+    let text = std::fs::read_to_string(repo().join("deploy/30-configmap.yaml")).unwrap();
     let body: Vec<&str> = text
         .lines()
         .skip_while(|l| !l.trim_start().starts_with("lb.yaml: |"))
         .skip(1)
         .map(|l| l.strip_prefix("    ").unwrap_or(l))
         .collect();
-    assert!(!body.is_empty(), "no lb.yaml in deploy/configmap.yaml");
+    assert!(!body.is_empty(), "no lb.yaml in deploy/30-configmap.yaml");
     let dir = tempfile::tempdir().unwrap();
     let path = write(&dir, "lb.yaml", &body.join("\n"));
     let out = check(&path);
