@@ -405,18 +405,32 @@ fn kubectl_dry_run_accepts_deploy() {
     };
     let resources: Vec<kubectl::ApiResource> = kinds().into_iter().map(|(r, _)| r).collect();
     let api = kubectl::Discovery::start(kubectl::discovery_docs(&resources)).unwrap();
-    let files: Vec<PathBuf> = manifests::yaml_files(&repo().join("deploy")).unwrap();
+    let deploy = repo().join("deploy");
+    let files: Vec<PathBuf> = manifests::yaml_files(&deploy).unwrap();
     let privileged = repo().join("deploy/privileged/40-daemonset.yaml");
-    for set in [files.clone(), vec![files[0].clone(), privileged]] {
-        let paths: Vec<&std::path::Path> = set.iter().map(PathBuf::as_path).collect();
+    // `-f deploy/` exactly as documented (kubectl picks the files), then the privileged set.
+    let runs = [
+        (vec![deploy.clone()], files.clone()),
+        (
+            vec![files[0].clone(), privileged.clone()],
+            vec![files[0].clone(), privileged],
+        ),
+    ];
+    for (args, set) in runs {
+        let paths: Vec<&std::path::Path> = args.iter().map(PathBuf::as_path).collect();
         let (ok, out, err) = kubectl::dry_run_apply(&bin, &api.url(), &paths).unwrap();
         assert!(ok, "kubectl apply --dry-run=client failed:\n{err}");
-        let objs = manifests::load(&set).unwrap();
-        let created = out
+        let created: Vec<&str> = out
             .lines()
-            .filter(|l| l.ends_with(" created (dry run)"))
-            .count();
-        assert_eq!(created, objs.len(), "{out}{err}");
+            .filter_map(|l| l.strip_suffix(" created (dry run)"))
+            .collect();
+        assert_eq!(
+            created.len(),
+            manifests::load(&set).unwrap().len(),
+            "{out}{err}"
+        );
+        // The namespace comes first, or nothing namespaced could be created in it.
+        assert_eq!(created.first(), Some(&"namespace/lb-system"), "{out}");
     }
     // And it fails where it should: an unknown kind.
     let dir = tempfile::tempdir().unwrap();
