@@ -1,5 +1,6 @@
-//! Typed checks of Kubernetes objects for the deploy tests: the kinds deploy/ may hold (each a
-//! k8s-openapi type, also as a discovery entry for kubectl) and a JSON diff for readable failures.
+//! Shared by the deploy tests: deploy/'s objects and the chart's, the kinds deploy/ may hold (each
+//! a k8s-openapi type, also a discovery entry for kubectl), a JSON diff for readable failures.
+#![allow(dead_code)]
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
@@ -7,11 +8,12 @@ use k8s_openapi::api::networking::v1::IngressClass;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::serde::{de::DeserializeOwned, Serialize};
 use k8s_openapi::{NamespaceResourceScope, Resource};
+use lb_tests::helm::{self, Chart};
 use lb_tests::kubectl;
-use lb_tests::manifests::key;
+use lb_tests::manifests::{self, key, repo};
 use serde_json::Value;
 use std::any::TypeId;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub type Check = fn(&Value) -> Result<(), String>;
 
@@ -100,4 +102,40 @@ pub fn assert_same(left: &Value, right: &Value, what: &str) {
     let mut out = Vec::new();
     diff(left, right, "", &mut out);
     assert!(out.is_empty(), "{what}:\n{}", out.join("\n"));
+}
+
+/// The objects `kubectl apply -f deploy/` sends.
+pub fn plain() -> Vec<Value> {
+    let files = manifests::yaml_files(&repo().join("deploy")).unwrap();
+    manifests::load(&files)
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// deploy/privileged/40-daemonset.yaml.
+pub fn privileged_ds() -> Value {
+    let f = repo().join("deploy/privileged/40-daemonset.yaml");
+    let mut docs = manifests::load(&[f]).unwrap();
+    assert_eq!(
+        docs.len(),
+        1,
+        "deploy/privileged/40-daemonset.yaml: one DaemonSet"
+    );
+    docs.remove(0).1
+}
+
+/// The chart's objects for release `lb` in `lb-system` with `overrides` on the default values.
+pub fn render(overrides: Value) -> Vec<Value> {
+    let chart = Chart::load(&repo().join("deploy/helm/lb")).unwrap();
+    let docs = chart.render("lb", "lb-system", &overrides).unwrap();
+    helm::documents_to_json(&docs).unwrap()
+}
+
+/// Objects by `kind namespace/name`; duplicates fail.
+pub fn by_key(objs: &[Value]) -> BTreeMap<String, Value> {
+    let map: BTreeMap<String, Value> = objs.iter().map(|o| (key(o), o.clone())).collect();
+    assert_eq!(map.len(), objs.len(), "duplicate objects: {:?}", map.keys());
+    map
 }
