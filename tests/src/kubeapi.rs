@@ -12,6 +12,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod serve;
+mod write;
+
+pub use write::StatusWrite;
 
 /// The server (and every watch) stops this long after `start`.
 const LIFETIME: Duration = Duration::from_secs(120);
@@ -21,7 +24,7 @@ const HISTORY: usize = 4096;
 const QUEUE: usize = 4096;
 
 /// Served resources: (apiVersion, plural, kind, namespaced).
-const RESOURCES: [(&str, &str, &str, bool); 6] = [
+const RESOURCES: [(&str, &str, &str, bool); 11] = [
     (
         "networking.k8s.io/v1",
         "ingressclasses",
@@ -38,7 +41,29 @@ const RESOURCES: [(&str, &str, &str, bool); 6] = [
     ),
     ("v1", "secrets", "Secret", true),
     ("v1", "configmaps", "ConfigMap", true),
+    ("coordination.k8s.io/v1", "leases", "Lease", true),
+    GW_CLASSES,
+    ("gateway.networking.k8s.io/v1", "gateways", "Gateway", true),
+    (
+        "gateway.networking.k8s.io/v1",
+        "httproutes",
+        "HTTPRoute",
+        true,
+    ),
+    GW_GRANTS,
 ];
+const GW_CLASSES: Res = (
+    "gateway.networking.k8s.io/v1",
+    "gatewayclasses",
+    "GatewayClass",
+    false,
+);
+const GW_GRANTS: Res = (
+    "gateway.networking.k8s.io/v1beta1",
+    "referencegrants",
+    "ReferenceGrant",
+    true,
+);
 type Res = (&'static str, &'static str, &'static str, bool);
 
 /// (apiVersion, kind, namespace or "", name)
@@ -88,6 +113,7 @@ struct State {
     history: VecDeque<Event>,
     watchers: Vec<Watcher>,
     next_watch: u64,
+    status_writes: Vec<StatusWrite>,
 }
 
 struct Shared {
@@ -126,6 +152,7 @@ impl MockApi {
             history: VecDeque::new(),
             watchers: Vec::new(),
             next_watch: 0,
+            status_writes: Vec::new(),
         };
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),

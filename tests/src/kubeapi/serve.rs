@@ -72,25 +72,29 @@ fn serve_conn(sh: &Shared, stream: TcpStream) {
             );
             break;
         };
-        let body_ok = match content_length(&headers) {
-            _ if find(&headers, "transfer-encoding").is_some() => false,
-            Ok(Some(n)) => conn.exact(n, deadline).is_ok(),
-            Ok(None) => true,
-            Err(_) => false,
+        let body = match content_length(&headers) {
+            _ if find(&headers, "transfer-encoding").is_some() => None,
+            Ok(Some(n)) => conn.exact(n, deadline).ok(),
+            Ok(None) => Some(Vec::new()),
+            Err(_) => None,
         };
-        if !body_ok {
+        let Some(body) = body else {
             let _ = respond(
                 &mut out,
                 400,
                 &status(400, "BadRequest", "bad request body"),
             );
             break;
-        }
+        };
         let mut parts = first.split(' ');
         let (method, target, version) = (parts.next(), parts.next(), parts.next());
         let close = version != Some("HTTP/1.1")
             || find(&headers, "connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
-        let keep = match route(sh, method.unwrap_or(""), target.unwrap_or("")) {
+        let (method, target) = (method.unwrap_or(""), target.unwrap_or(""));
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        let reply = super::write::route(sh, method, path, &body)
+            .map_or_else(|| route(sh, method, target), |(c, v)| Reply::Json(c, v));
+        let keep = match reply {
             Reply::Json(code, body) => respond(&mut out, code, &body).is_ok(),
             Reply::Watch(id, initial, rx, until) => {
                 stream_watch(sh, &mut out, id, initial, &rx, until);
@@ -109,7 +113,9 @@ fn respond(out: &mut TcpStream, code: u16, body: &Value) -> std::io::Result<()> 
     let reason = match code {
         200 => "OK",
         400 => "Bad Request",
+        201 => "Created",
         404 => "Not Found",
+        409 => "Conflict",
         410 => "Gone",
         _ => "Error",
     };
