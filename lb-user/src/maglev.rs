@@ -46,7 +46,8 @@ pub fn fmix64(mut k: u64) -> u64 {
     k
 }
 
-fn is_prime(n: usize) -> bool {
+/// Trial division; fine for table sizes (up to [`MAX_TABLE_SIZE`]).
+pub fn is_prime(n: usize) -> bool {
     let n = n as u64;
     if n < 2 {
         return false;
@@ -295,6 +296,64 @@ mod tests {
             // Adding it back (this is exactly t_full again, by determinism).
             let f = moved_fraction(&t_fewer, &fewer_keys, &t_full, &all, gone);
             assert!(f < 0.03, "re-adding {removed} moved {f} of other entries");
+        }
+    }
+
+    /// Issue 5, item 6: at the default size every endpoint's share is within 1% (relative) of
+    /// its weight share, equal or skewed weights, few or many endpoints.
+    #[test]
+    fn shares_within_one_percent_of_weight_shares_at_default_size() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let random: Vec<u32> = (0..20).map(|_| rng.u32(1..=256)).collect();
+        for weights in [
+            vec![1, 1],
+            vec![1; 3],
+            vec![1; 10],
+            vec![1; 100],
+            vec![1, 2, 3, 4],
+            vec![256, 128, 64, 32],
+            vec![20, 20, 20, 15, 15, 10],
+            random,
+        ] {
+            let k = keys(weights.len());
+            let eps: Vec<(u64, u32)> = k.into_iter().zip(weights.iter().copied()).collect();
+            let table = build(&eps, DEFAULT_TABLE_SIZE).unwrap();
+            let total: u32 = weights.iter().sum();
+            for (i, &c) in counts(&table, eps.len()).iter().enumerate() {
+                let want = f64::from(weights[i]) / f64::from(total);
+                let got = c as f64 / table.len() as f64;
+                assert!(
+                    (got - want).abs() <= 0.01 * want,
+                    "weights {weights:?}: endpoint {i} has {got:.5} of the slots, weight share {want:.5}"
+                );
+            }
+        }
+    }
+
+    /// Issue 5, item 6: removing 1 of N endpoints moves at most 1/N + 1% of all slots (its
+    /// own slots plus the few others Maglev reshuffles), for several N and positions.
+    #[test]
+    fn removing_one_of_n_moves_at_most_a_share_plus_one_percent() {
+        for n in [2usize, 3, 5, 10, 25, 100] {
+            let all = keys(n);
+            let full: Vec<(u64, u32)> = all.iter().map(|&k| (k, 1)).collect();
+            let before = build(&full, DEFAULT_TABLE_SIZE).unwrap();
+            for removed in [0, n / 2, n - 1] {
+                let rest: Vec<u64> = (0..n).filter(|&i| i != removed).map(|i| all[i]).collect();
+                let eps: Vec<(u64, u32)> = rest.iter().map(|&k| (k, 1)).collect();
+                let after = build(&eps, DEFAULT_TABLE_SIZE).unwrap();
+                let moved = before
+                    .iter()
+                    .zip(&after)
+                    .filter(|(b, a)| all[**b as usize] != rest[**a as usize])
+                    .count();
+                let frac = moved as f64 / DEFAULT_TABLE_SIZE as f64;
+                let bound = 1.0 / n as f64 + 0.01;
+                assert!(
+                    frac <= bound,
+                    "{n} endpoints, removing {removed}: {frac:.4} of slots moved, bound {bound:.4}"
+                );
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod health;
+mod l4;
 mod load;
 mod metrics;
 mod route;
@@ -11,10 +12,12 @@ mod tracing;
 mod types;
 mod validate;
 mod validate_health;
+mod validate_l4;
 mod validate_route;
 
 pub use cluster::*;
 pub use health::*;
+pub use l4::*;
 pub use load::{check, load_file, load_file_for_reload, parse, ConfigError, ConfigErrors};
 pub use metrics::Metrics as MetricsConfig;
 pub use route::*;
@@ -26,5 +29,7 @@ pub use types::*;
 mod tests;
 #[cfg(test)]
 mod tests_health;
+#[cfg(test)]
+mod tests_l4;
 #[cfg(test)]
 mod tests_l7;

@@ -21,6 +21,9 @@ pub struct Config {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub clusters: Vec<Cluster>,
+    /// VIP:port/protocol services balanced in XDP over a cluster's endpoints (docs/config.md).
+    #[serde(default)]
+    pub l4_services: Vec<super::l4::L4Service>,
     #[serde(default)]
     pub access_log: AccessLog,
     #[serde(default)]
@@ -174,6 +177,12 @@ pub struct Xdp {
     /// Source prefixes dropped by the XDP program before anything else sees them.
     #[serde(default)]
     pub deny: Vec<Cidr>,
+    /// The L4 dataplane's node settings: SNAT addresses and ports, table sizes, timeouts.
+    #[serde(default)]
+    pub l4: super::l4::XdpL4,
+    /// Per-source limit on new flows, enforced in XDP.
+    #[serde(default)]
+    pub rate_limit: Option<super::l4::XdpRateLimit>,
 }
 
 pub(super) fn yes() -> bool {

@@ -59,6 +59,7 @@ pub(super) fn validate(cfg: &Config, pruned: &HashSet<String>) -> Vec<ConfigErro
         &mut errs,
     );
     errs.extend(super::tracing::validate(&cfg.tracing));
+    errs.extend(super::validate_l4::validate(cfg, pruned));
 
     for (family, count) in [
         (
