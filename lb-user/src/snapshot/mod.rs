@@ -1,6 +1,7 @@
 //! One immutable, versioned view of everything the dataplanes serve, built by a pure function
 //! from the config, its TLS material, runtime overrides and health. Consumers derive from it.
 
+pub mod l4;
 pub mod view;
 
 use crate::config::{Cidr, Config, Listener};
@@ -28,6 +29,8 @@ pub struct Snapshot {
     pub health: Arc<HealthView>,
     /// Per cluster (same order as `config.clusters`): each endpoint's state and weight now.
     pub clusters: Vec<ClusterView>,
+    /// The L4 services with their rings, and the node's L4 settings.
+    pub l4: Arc<l4::L4View>,
 }
 
 impl Snapshot {
@@ -44,6 +47,7 @@ impl Snapshot {
         now: Instant,
         version: u64,
     ) -> Snapshot {
+        let clusters = views(&self.config, &overrides, &health, now);
         Snapshot {
             version,
             config: self.config.clone(),
@@ -51,7 +55,8 @@ impl Snapshot {
             tls: self.tls.clone(),
             deny: self.deny.clone(),
             admin_token: self.admin_token.clone(),
-            clusters: views(&self.config, &overrides, &health, now),
+            l4: l4::derive(&self.l4, &self.config, &clusters),
+            clusters,
             overrides,
             health,
         }
@@ -80,9 +85,11 @@ pub fn build(cfg: &Config, tls: TlsMaterials, version: u64) -> Snapshot {
         }
     }
     let (o, h) = (Overrides::default(), HealthView::default());
+    let clusters = views(cfg, &o, &h, Instant::now());
     Snapshot {
         version,
-        clusters: views(cfg, &o, &h, Instant::now()),
+        l4: Arc::new(l4::view(cfg, &clusters)),
+        clusters,
         config: Arc::new(cfg.clone()),
         routes: Arc::new(RouteTable::build(&cfg.routes)),
         tls: Arc::new(tls),
