@@ -3,7 +3,7 @@
 
 use crate::accesslog::AccessLog;
 use crate::admin;
-use crate::bpf::{Dataplane, LoadOptions};
+use crate::bpf::{l4_aya, Dataplane, LoadOptions, XdpReport};
 use crate::config::{self, Config, ConfigErrors};
 use crate::health::monitor::{self, Handles};
 use crate::kube::source::{self as kube_source, KubeRun};
@@ -46,6 +46,9 @@ const KUBE_DEBOUNCE: Duration = Duration::from_millis(200);
 /// Access-log lines that may wait for the writer thread before new ones are dropped (counted).
 const ACCESS_LOG_QUEUE: usize = 65536;
 
+/// How often the connection table's entries are counted (`lb_l4_flows`).
+const FLOW_COUNT_EVERY: Duration = Duration::from_secs(5);
+
 pub async fn run(opts: RunOptions) -> Result<()> {
     let invalid = |e: ConfigErrors| anyhow!("{}: invalid config:\n{e}", opts.config.display());
     let base = config::load_file(&opts.config).map_err(invalid)?;
@@ -74,30 +77,31 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 "xdp.deny is set but no --iface was given: the deny-list is not enforced"
             );
         }
+        if !cfg.l4_services.is_empty() {
+            tracing::warn!(
+                services = cfg.l4_services.len(),
+                "l4_services are set but no --iface was given: they are not served"
+            );
+        }
         None
     } else {
-        let mut dp = Dataplane::load(LoadOptions {
-            debug_log: opts.xdp_debug,
-        })?;
+        let mut dp = Dataplane::load(LoadOptions::for_config(&cfg, opts.xdp_debug))?;
         for iface in &opts.ifaces {
             dp.attach(iface, opts.xdp_mode)?;
             tracing::info!(iface, mode = ?opts.xdp_mode, "XDP attached");
         }
+        l4_aya::spawn_flow_counter(&dp.l4_reader(), FLOW_COUNT_EVERY)?;
         Some(dp)
     };
-    let metrics = Arc::new(Metrics::new(dataplane.as_ref().map(|d| d.stats())));
+    let metrics = Arc::new(Metrics::new(dataplane.as_ref()));
 
     let mut first = snapshot::build(&cfg, tls, 1);
     first.admin_token = token;
     let first = Arc::new(first);
     let log = Arc::new(AccessLog::stdout(cfg.access_log.format, ACCESS_LOG_QUEUE));
     if let Some(dp) = dataplane.as_mut() {
-        let report = dp.deny.apply(&first.deny)?;
-        tracing::info!(
-            prefixes = dp.deny.len(),
-            added = report.added,
-            "XDP deny-list loaded"
-        );
+        let report = dp.apply(&first)?;
+        log_xdp(dp, first.version, &report, true);
         metrics.set_applied("xdp", first.version);
     }
     let (handles, streaks) = Handles::new();
@@ -281,36 +285,66 @@ async fn apply_to_proxy(
     listeners
 }
 
+/// Diff-applies each snapshot to the XDP maps (deny-list, L4 settings and services; parts that
+/// did not change are skipped) on a blocking thread: a ring is tens of thousands of writes.
 async fn apply_to_xdp(
     mut rx: watch::Receiver<Arc<Snapshot>>,
     mut dp: Dataplane,
     metrics: Arc<Metrics>,
-) -> Dataplane {
-    let mut applied = rx.borrow().deny.clone();
+) -> Option<Dataplane> {
     while rx.changed().await.is_ok() {
         let snap = rx.borrow_and_update().clone();
-        if Arc::ptr_eq(&applied, &snap.deny) {
-            // Health or runtime change: nothing XDP serves today.
-            metrics.set_applied("xdp", snap.version);
-            continue;
-        }
-        applied = snap.deny.clone();
-        match dp.deny.apply(&snap.deny) {
+        let job = tokio::task::spawn_blocking(move || {
+            let result = dp.apply(&snap);
+            (dp, snap, result)
+        });
+        let (back, snap, result) = match job.await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "the XDP apply panicked: XDP detached");
+                metrics.reload("failed");
+                return None;
+            }
+        };
+        dp = back;
+        match result {
             Ok(r) => {
-                tracing::info!(
-                    version = snap.version,
-                    added = r.added,
-                    updated = r.updated,
-                    removed = r.removed,
-                    "XDP deny-list updated"
-                );
+                log_xdp(&dp, snap.version, &r, false);
                 metrics.set_applied("xdp", snap.version);
             }
             Err(e) => {
-                tracing::error!(version = snap.version, error = %e, "applying the deny-list");
+                tracing::error!(version = snap.version, error = %e, "applying to the XDP maps; the rest of the snapshot is served");
                 metrics.reload("failed");
             }
         }
     }
-    dp
+    Some(dp)
+}
+
+/// Logs what changed (`first`: the initial load, logged even when empty).
+fn log_xdp(dp: &Dataplane, version: u64, r: &XdpReport, first: bool) {
+    if let Some(d) = r.deny.filter(|d| first || *d != Default::default()) {
+        tracing::info!(
+            version,
+            prefixes = dp.deny.len(),
+            added = d.added,
+            updated = d.updated,
+            removed = d.removed,
+            "XDP deny-list applied"
+        );
+    }
+    if let Some(l) = r.l4.filter(|l| *l != Default::default()) {
+        tracing::info!(
+            version,
+            services_added = l.services_added,
+            services_updated = l.services_updated,
+            services_removed = l.services_removed,
+            endpoints_added = l.endpoints_added,
+            endpoints_removed = l.endpoints_removed,
+            rings_written = l.rings_written,
+            ring_slots_used = dp.l4.ring_slots_used(),
+            settings_changed = l.settings_changed,
+            "XDP L4 services applied"
+        );
+    }
 }

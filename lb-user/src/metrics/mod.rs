@@ -3,11 +3,12 @@
 
 mod collect;
 mod endpoints;
+mod l4;
 mod process;
 pub mod stats;
 mod xdp;
 
-use crate::bpf::maps::StatsReader;
+use crate::bpf::Dataplane;
 use crate::proxy::table::Table;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -54,8 +55,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// `xdp` adds the XDP per-CPU counters (summed) to every scrape.
-    pub fn new(xdp: Option<Arc<StatsReader>>) -> Self {
+    /// `xdp` adds the XDP per-CPU counters (summed) and the L4 series to every scrape.
+    pub fn new(xdp: Option<&Dataplane>) -> Self {
         let mut registry = Registry::default();
         let published = Gauge::default();
         registry.register(
@@ -88,8 +89,8 @@ impl Metrics {
         registry.register_collector(Box::new(process::NodeCollector::new(http.clone())));
         let table = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(collect::TableCollector(table.clone())));
-        if let Some(stats) = xdp {
-            registry.register_collector(Box::new(xdp::XdpCollector(stats)));
+        if let Some(dp) = xdp {
+            registry.register_collector(Box::new(xdp::XdpCollector::new(dp)));
         }
         Metrics {
             registry,

@@ -1,14 +1,28 @@
 //! XDP counters at scrape time: the per-CPU stats map summed over CPUs, one series per
-//! verdict and reason (no timer, no copy kept in user space).
+//! verdict and reason (no timer, no copy kept in user space), then the L4 series (l4.rs).
 
+use crate::bpf::l4_aya::L4Reader;
 use crate::bpf::maps::StatsReader;
+use crate::bpf::Dataplane;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::MetricType;
 use std::sync::Arc;
 
-pub struct XdpCollector(pub Arc<StatsReader>);
+pub struct XdpCollector {
+    stats: Arc<StatsReader>,
+    l4: Arc<L4Reader>,
+}
+
+impl XdpCollector {
+    pub fn new(dp: &Dataplane) -> Self {
+        XdpCollector {
+            stats: dp.stats(),
+            l4: dp.l4_reader(),
+        }
+    }
+}
 
 impl std::fmt::Debug for XdpCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -18,7 +32,7 @@ impl std::fmt::Debug for XdpCollector {
 
 impl Collector for XdpCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = match self.0.read() {
+        let stats = match self.stats.read() {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "reading XDP stats");
@@ -48,6 +62,6 @@ impl Collector for XdpCollector {
                 ConstCounter::new(pick(value)).encode(metric.encode_family(&labels)?)?;
             }
         }
-        Ok(())
+        super::l4::encode(&mut encoder, &self.l4)
     }
 }
