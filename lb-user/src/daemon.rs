@@ -56,7 +56,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let (_kube_watch, mut objects) = match &opts.kube {
         Some(k) => {
             let client = kube_source::client(k.kubeconfig.as_deref()).await?;
-            let w = kube_watch::start(client, &k.options, KUBE_DEBOUNCE);
+            let mut w = kube_watch::start(client.clone(), &k.options, KUBE_DEBOUNCE);
+            // Status is written only by the holder of the status-writer Lease.
+            let lease = crate::kube::lease::LeaseConfig::from_env();
+            let addrs = crate::kube::status::addresses_from_env();
+            let opts = k.options.clone();
+            let objs = w.objects();
+            let tasks = crate::kube::status::start(client, &k.status, objs, opts, lease, addrs);
+            w.adopt(tasks);
             let mut rx = w.objects();
             tracing::info!("waiting for the first full list from the Kubernetes API");
             rx.wait_for(Option::is_some)
@@ -216,6 +223,7 @@ fn load_sources(
             for r in &m.rejected {
                 tracing::warn!(kind = %r.kind, namespace = %r.namespace, name = %r.name, "not served: {}", r.message);
             }
+            k.status.publish(&m.status);
             Ok((m.config, m.tls))
         }
         _ => Ok((base.clone(), source::load_tls(base, &opts.config)?)),

@@ -160,6 +160,7 @@ fn main() -> ExitCode {
                         ingress_class,
                         namespaces: watch_namespaces,
                     },
+                    status: Default::default(),
                 }),
             };
             // One worker: a current-thread runtime (no work-stealing bookkeeping), like one

@@ -2,12 +2,17 @@
 //! into routes, clusters and TLS (ingress.rs, endpoints.rs), merged with the base file (source.rs).
 
 mod endpoints;
+pub mod gateway;
 mod ingress;
+pub mod lease;
 pub mod source;
+pub mod status;
 pub mod watch;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_gateway;
 
 use crate::config::{Cluster, Route};
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -25,6 +30,10 @@ pub struct Objects {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub secrets: Vec<Secret>,
+    pub gateway_classes: Vec<gateway::types::GatewayClass>,
+    pub gateways: Vec<gateway::types::Gateway>,
+    pub http_routes: Vec<gateway::types::HTTPRoute>,
+    pub reference_grants: Vec<gateway::types::ReferenceGrant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

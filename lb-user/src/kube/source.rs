@@ -14,6 +14,8 @@ pub struct KubeRun {
     /// A kubeconfig file; default: in-cluster config (or `$KUBECONFIG`, `~/.kube/config`).
     pub kubeconfig: Option<PathBuf>,
     pub options: Options,
+    /// Where merges hand the Gateway API status to the status writer.
+    pub status: super::status::Publisher,
 }
 
 /// A client for the API server `kubeconfig` names, or the inferred one.
@@ -39,6 +41,8 @@ pub struct Merged {
     pub tls: TlsMaterials,
     /// Objects (or parts) the mapping left out, and Secrets whose certificate did not load.
     pub rejected: Vec<ObjectError>,
+    /// The Gateway API status this config implies (for the status writer).
+    pub status: super::gateway::status::Status,
 }
 
 /// `base` (read from `base_path`) plus the routes and clusters mapped from `objs`, after the base
@@ -55,9 +59,18 @@ pub fn merge(
     let mut cfg = base.clone();
     cfg.routes.extend(mapped.routes);
     cfg.clusters.extend(mapped.clusters);
+    // Gateway API routes after the Ingress ones; a Service port both use shares one cluster.
+    let gw = super::gateway::map(objs, opts, &base.listeners);
+    rejected.extend(gw.rejected);
+    cfg.routes.extend(gw.routes);
+    for c in gw.clusters {
+        if !cfg.clusters.iter().any(|x| x.name == c.name) {
+            cfg.clusters.push(c);
+        }
+    }
     config::check(&cfg)?;
     let mut certs = Vec::new();
-    for t in &mapped.tls {
+    for t in mapped.tls.iter().chain(&gw.tls) {
         match tls::load_cert_pem(&format!("secret {}", t.secret), &t.cert_pem, &t.key_pem) {
             Ok(c) => certs.push(c),
             Err(e) => {
@@ -76,6 +89,7 @@ pub fn merge(
         config: cfg,
         tls,
         rejected,
+        status: gw.status,
     })
 }
 
@@ -124,6 +138,7 @@ mod tests {
             services: vec![serde_json::from_value(service).unwrap()],
             endpoint_slices: Vec::new(),
             secrets,
+            ..Objects::default()
         }
     }
 

@@ -6,6 +6,7 @@
 //! 30 s, jittered) while the API server is unreachable. Stores keep their content through an
 //! outage, so the last [`Objects`] stays in force; one warning is logged per outage.
 
+use super::gateway::types::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use super::{Objects, Options};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -60,6 +61,10 @@ pub fn start(client: Client, opts: &Options, debounce: Duration) -> Watch {
         services: w.namespaced(|_| true),
         endpoint_slices: w.namespaced(|_| true),
         secrets: w.namespaced(|s: &Secret| s.type_.as_deref() == Some(TLS_SECRET_TYPE)),
+        gateway_classes: vec![w.spawn(Api::all(w.client.clone()), |_| true)],
+        gateways: w.namespaced(|_| true),
+        http_routes: w.namespaced(|_| true),
+        reference_grants: w.namespaced(|_| true),
     };
     let (objects_tx, objects_rx) = watch::channel(None);
     let recomputes = Arc::new(AtomicU64::new(0));
@@ -85,6 +90,11 @@ impl Watch {
     /// a new value after each (debounced) change that altered what the stores hold.
     pub fn objects(&self) -> watch::Receiver<Option<Arc<Objects>>> {
         self.objects.clone()
+    }
+
+    /// Ties `tasks` (e.g. the status writer) to this watch: they stop when it is dropped.
+    pub fn adopt(&mut self, tasks: Vec<JoinHandle<()>>) {
+        self.tasks.extend(tasks);
     }
 
     /// Every store has completed a full list at least once (readiness). Stays true through
@@ -124,6 +134,10 @@ struct Stores {
     services: Vec<Store<Service>>,
     endpoint_slices: Vec<Store<EndpointSlice>>,
     secrets: Vec<Store<Secret>>,
+    gateway_classes: Vec<Store<GatewayClass>>,
+    gateways: Vec<Store<Gateway>>,
+    http_routes: Vec<Store<HTTPRoute>>,
+    reference_grants: Vec<Store<ReferenceGrant>>,
 }
 
 impl Stores {
@@ -134,6 +148,10 @@ impl Stores {
             services: sorted(&self.services),
             endpoint_slices: sorted(&self.endpoint_slices),
             secrets: sorted(&self.secrets),
+            gateway_classes: sorted(&self.gateway_classes),
+            gateways: sorted(&self.gateways),
+            http_routes: sorted(&self.http_routes),
+            reference_grants: sorted(&self.reference_grants),
         }
     }
 }
@@ -146,6 +164,10 @@ fn same(a: &Objects, b: &Objects) -> bool {
         && a.services == b.services
         && a.endpoint_slices == b.endpoint_slices
         && a.secrets == b.secrets
+        && a.gateway_classes == b.gateway_classes
+        && a.gateways == b.gateways
+        && a.http_routes == b.http_routes
+        && a.reference_grants == b.reference_grants
 }
 
 /// The stores' objects sorted by (namespace, name): the order objects arrived in never shows.
