@@ -8,8 +8,9 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// LLVM majors bpf-linker 0.13 can be built against.
 const SUPPORTED_LLVM: [u32; 3] = [21, 22, 23];
 const RUST_PACKAGES: [&str; 3] = ["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"];
-/// Used by tests and the demo: ip/netns, ping; headless Chromium checks the /stats page.
-const TOOL_PACKAGES: [&str; 3] = ["iproute2", "iputils-ping", "chromium"];
+/// Used by tests and the demo: ip/netns, ping; headless Chromium checks the /stats page;
+/// ethtool turns off veth checksum offload where native XDP forwards between veths.
+const TOOL_PACKAGES: [&str; 4] = ["iproute2", "iputils-ping", "chromium", "ethtool"];
 pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 pub const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 

@@ -138,6 +138,8 @@ impl Dataplane {
         self.tx_ports
             .insert(index, index, None, 0)
             .with_context(|| format!("adding {iface} (ifindex {index}) to {MAP_TX_PORTS}"))?;
+        self.applied.attached.push(iface.to_string());
+        self.accept_local();
         Ok(())
     }
 

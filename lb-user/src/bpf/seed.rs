@@ -7,6 +7,7 @@ use super::{Dataplane, LoadOptions};
 use crate::config::{self, Cidr};
 use crate::snapshot::{self, l4::L4View, Snapshot};
 use anyhow::{anyhow, Result};
+use lb_common::FAMILY_V4;
 use std::sync::Arc;
 
 /// What the dataplane last applied successfully (skipped when a snapshot shares it).
@@ -16,6 +17,11 @@ pub(super) struct Applied {
     l4: Option<Arc<L4View>>,
     /// Map sizes a config asked for that differ from the loaded ones (warned once each).
     warned: Option<(u32, u32)>,
+    /// Interfaces attached, and those already set to accept packets from local addresses.
+    pub(super) attached: Vec<String>,
+    accept_local: Vec<String>,
+    /// The applied L4 view has an IPv4 service.
+    v4_services: bool,
 }
 
 /// What one snapshot changed (`None`: that part was already applied).
@@ -57,6 +63,9 @@ impl Dataplane {
                 Ok(r) => {
                     report.l4 = Some(r);
                     self.applied.l4 = Some(snap.l4.clone());
+                    self.applied.v4_services =
+                        snap.l4.services.iter().any(|s| s.key.family == FAMILY_V4);
+                    self.accept_local();
                 }
                 Err(e) => {
                     self.applied.l4 = None;
@@ -71,6 +80,32 @@ impl Dataplane {
             Ok(report)
         } else {
             Err(anyhow!("{}", errors.join("; ")))
+        }
+    }
+
+    /// A new IPv4 flow whose endpoint's neighbour is not resolved yet is passed to the stack
+    /// translated, with the node's address as source; the kernel drops such packets as martians
+    /// unless the interface has `accept_local` (see docs/architecture.md). Set once per attached
+    /// interface while IPv4 L4 services exist.
+    pub(super) fn accept_local(&mut self) {
+        if !self.applied.v4_services {
+            return;
+        }
+        for iface in &self.applied.attached {
+            if self.applied.accept_local.contains(iface) {
+                continue;
+            }
+            let path = format!("/proc/sys/net/ipv4/conf/{iface}/accept_local");
+            match std::fs::write(&path, "1") {
+                Ok(()) => tracing::info!(
+                    iface,
+                    "accept_local=1 (IPv4 L4 services: neighbour resolution through the stack)"
+                ),
+                Err(e) => {
+                    tracing::warn!(iface, error = %e, "cannot set {path}: new IPv4 L4 flows to unresolved neighbours will wait for ARP by other traffic")
+                }
+            }
+            self.applied.accept_local.push(iface.clone());
         }
     }
 
