@@ -55,6 +55,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Kubernetes mode: nothing is served before every store has listed once.
     let (_kube_watch, mut objects) = match &opts.kube {
         Some(k) => {
+            // Probes get answers meanwhile: alive (/healthz), not ready (/readyz).
+            let presync = admin::presync::serve(opts.admin).await?;
             let client = kube_source::client(k.kubeconfig.as_deref()).await?;
             let mut w = kube_watch::start(client.clone(), &k.options, KUBE_DEBOUNCE);
             // Status is written only by the holder of the status-writer Lease.
@@ -70,6 +72,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 .await
                 .map_err(|_| anyhow!("the Kubernetes watch stopped before its first sync"))?;
             tracing::info!("Kubernetes objects synced");
+            presync.stop().await;
             (Some(w), Some(rx))
         }
         None => (None, None),
@@ -219,7 +222,7 @@ fn load_sources(
 ) -> Result<(Config, TlsMaterials), ConfigErrors> {
     match (objs, &opts.kube) {
         (Some(o), Some(k)) => {
-            let m = kube_source::merge(base, &opts.config, o, &k.options)?;
+            let m = kube_source::merge_with(&k.settings, base, &opts.config, o, &k.options)?;
             for r in &m.rejected {
                 tracing::warn!(kind = %r.kind, namespace = %r.namespace, name = %r.name, "not served: {}", r.message);
             }

@@ -59,6 +59,9 @@ enum Cmd {
         /// Watch only this namespace (repeatable; default: all).
         #[arg(long = "watch-namespace", requires = "kube")]
         watch_namespaces: Vec<String>,
+        /// The settings ConfigMap (NAMESPACE/NAME): its lb.yaml replaces --config while it exists.
+        #[arg(long, requires = "kube", default_value = "lb-system/lb-config", value_parser = lb_user::kube::settings::parse_ref)]
+        configmap: (String, String),
     },
     /// Validate a config: print every error with its field path; exit 1 if there is any.
     Check {
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
             ingress_class,
             controller,
             watch_namespaces,
+            configmap,
         } => {
             let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info".into());
@@ -159,7 +163,9 @@ fn main() -> ExitCode {
                         controller,
                         ingress_class,
                         namespaces: watch_namespaces,
+                        config_map: configmap,
                     },
+                    settings: Default::default(),
                     status: Default::default(),
                 }),
             };

@@ -88,13 +88,40 @@ struct Watcher {
     res: Res,
     ns: Option<String>,
     bookmarks: bool,
+    /// fieldSelector terms (field, value); all must match.
+    fields: Vec<(String, String)>,
     tx: SyncSender<Msg>,
 }
 
 impl Watcher {
-    fn wants(&self, api_version: &str, kind: &str, ns: &str) -> bool {
+    fn wants(&self, api_version: &str, kind: &str, ns: &str, obj: &Value) -> bool {
         selects(self.res, self.ns.as_deref(), (api_version, kind, ns))
+            && fields_match(obj, &self.fields)
     }
+}
+
+/// `fieldSelector` terms `field=value` (or `==`), comma-separated, on the fields the mock knows:
+/// metadata.name, metadata.namespace and (Secrets') type.
+fn parse_fields(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for term in s.split(',').filter(|t| !t.is_empty()) {
+        let (k, v) = match term.split_once("==").or_else(|| term.split_once('=')) {
+            Some((k, v)) if !k.ends_with('!') => (k, v),
+            _ => return Err(format!("unsupported field selector term {term:?}")),
+        };
+        if !matches!(k, "metadata.name" | "metadata.namespace" | "type") {
+            return Err(format!("field label not supported: {k}"));
+        }
+        out.push((k.to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+fn fields_match(obj: &Value, fields: &[(String, String)]) -> bool {
+    fields.iter().all(|(k, v)| {
+        let at = format!("/{}", k.replace('.', "/"));
+        obj.pointer(&at).and_then(Value::as_str).unwrap_or("") == v
+    })
 }
 
 /// Whether a request for `res` (in namespace `ns`, or all) covers an object (apiVersion, kind, ns).
@@ -284,7 +311,7 @@ impl State {
     fn record(&mut self, rv: u64, api_version: &str, kind: &str, ns: &str, typ: &str, obj: &Value) {
         let line = event_line(typ, obj);
         self.watchers.retain(|w| {
-            !w.wants(api_version, kind, ns) || w.tx.try_send(Msg::Line(line.clone())).is_ok()
+            !w.wants(api_version, kind, ns, obj) || w.tx.try_send(Msg::Line(line.clone())).is_ok()
         });
         if self.history.len() >= HISTORY {
             if let Some(e) = self.history.pop_front() {

@@ -1,5 +1,5 @@
 //! Runs the real `lb` binary (optionally inside a namespace) for end-to-end tests and the demo:
-//! temp config, captured log, readiness via /healthz, SIGHUP reloads, SIGTERM stop, metrics.
+//! temp config, captured log, readiness via /readyz, SIGHUP reloads, SIGTERM stop, metrics.
 
 use crate::http;
 use crate::netns::Netns;
@@ -22,7 +22,7 @@ pub struct Lb<'a> {
 
 impl<'a> Lb<'a> {
     /// Starts `lb run --config <yaml> --admin <admin> EXTRA...` (inside `ns` if given) and waits
-    /// until /healthz answers. `binary`: usually [`crate::lb_bin`].
+    /// until /readyz answers. `binary`: usually [`crate::lb_bin`].
     pub fn start(
         binary: &Path,
         ns: Option<&'a Netns>,
@@ -74,7 +74,7 @@ impl<'a> Lb<'a> {
             {
                 bail!("lb exited during startup ({status}); log:\n{}", self.log());
             }
-            if self.admin_get("/healthz").is_ok_and(|r| r.status == 200) {
+            if self.admin_get("/readyz").is_ok_and(|r| r.status == 200) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -119,19 +119,19 @@ async fn sync_apply_map_delete() -> anyhow::Result<()> {
         "no Objects before the first full list"
     );
 
-    // Initial list → synced, with only the TLS Secret.
+    // Initial list → synced; no Secret yet: none is referenced by an Ingress of ours.
     let o = wait_for(&mut rx, "the initial list", |_| true).await;
     assert!(w.synced());
     assert_eq!(names(&o.ingress_classes), ["/lb"]);
-    assert_eq!(
-        names(&o.secrets),
-        ["shop/web-tls"],
-        "Opaque Secrets are filtered out"
-    );
+    assert!(o.secrets.is_empty(), "unreferenced Secrets are left out");
     assert!(o.ingresses.is_empty() && o.services.is_empty());
 
     // Ingress + Service + EndpointSlice → a new Objects that maps to the route.
-    mock.apply(ingress("shop", "web", "a.example.com"));
+    // It names both Secrets: only the TLS one is watched (field selector type=kubernetes.io/tls).
+    let mut web = ingress("shop", "web", "a.example.com");
+    web["spec"]["tls"] = json!([{"hosts": ["a.example.com"], "secretName": "web-tls"},
+                                {"hosts": ["a.example.com"], "secretName": "token"}]);
+    mock.apply(web);
     mock.apply(service("shop"));
     mock.apply(slice("shop", &["10.1.0.5".into()]));
     let o = wait_for(&mut rx, "ingress, service and slice", |o| {
@@ -139,11 +139,20 @@ async fn sync_apply_map_delete() -> anyhow::Result<()> {
     })
     .await;
     assert_eq!(
+        names(&o.secrets),
+        ["shop/web-tls"],
+        "Opaque Secrets are not watched"
+    );
+    assert_eq!(
         o.ingresses[0].metadata.managed_fields, None,
         "managed fields stripped"
     );
     let m = to_config(&o, &Options::default());
-    assert!(m.rejected.is_empty(), "{:?}", m.rejected);
+    let rejected: Vec<&str> = m.rejected.iter().map(|r| r.message.as_str()).collect();
+    assert_eq!(
+        rejected,
+        ["spec.tls[1].secretName: Secret shop/token not found"]
+    );
     assert_eq!(m.routes.len(), 1);
     assert_eq!(m.routes[0].name.as_deref(), Some("shop/web/rule-0/path-0"));
     assert_eq!(m.routes[0].hosts, ["a.example.com"]);

@@ -2,6 +2,7 @@
 //! the runtime API under `/api/v1`. Separate from traffic listeners so it never queues behind them.
 
 pub mod api;
+pub mod presync;
 pub mod status;
 
 use crate::metrics::Metrics;
@@ -120,6 +121,9 @@ async fn answer(
                 admin.metrics.encode(),
             ),
             (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+            // Serving a snapshot: with --kube this endpoint starts after the first full sync
+            // (presync.rs answers 503 before) and stays ready through API server outages.
+            (&Method::GET, "/readyz") => (StatusCode::OK, "text/plain", "ready\n".to_string()),
             (&Method::GET, "/stats" | "/stats/") => (
                 StatusCode::OK,
                 "text/html; charset=utf-8",
@@ -129,7 +133,7 @@ async fn answer(
                 let doc = status::document(&admin.ctx.table.load());
                 (StatusCode::OK, "application/json", doc.to_string())
             }
-            (_, "/metrics" | "/healthz" | "/stats" | "/stats.json") => (
+            (_, "/metrics" | "/healthz" | "/readyz" | "/stats" | "/stats.json") => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain",
                 "only GET\n".to_string(),

@@ -5,6 +5,9 @@ mod endpoints;
 pub mod gateway;
 mod ingress;
 pub mod lease;
+mod secrets;
+pub mod services;
+pub mod settings;
 pub mod source;
 pub mod status;
 pub mod watch;
@@ -13,9 +16,11 @@ pub mod watch;
 mod tests;
 #[cfg(test)]
 mod tests_gateway;
+#[cfg(test)]
+mod tests_services;
 
 use crate::config::{Cluster, Route};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
@@ -34,6 +39,8 @@ pub struct Objects {
     pub gateways: Vec<gateway::types::Gateway>,
     pub http_routes: Vec<gateway::types::HTTPRoute>,
     pub reference_grants: Vec<gateway::types::ReferenceGrant>,
+    /// The settings ConfigMap (settings.rs), if it exists.
+    pub config_map: Option<ConfigMap>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,14 +52,18 @@ pub struct Options {
     pub ingress_class: Option<String>,
     /// Only Ingresses in these namespaces; empty = all.
     pub namespaces: Vec<String>,
+    /// (namespace, name) of the settings ConfigMap (`--configmap`).
+    pub config_map: (String, String),
 }
 
 impl Default for Options {
     fn default() -> Self {
+        let (ns, name) = settings::DEFAULT_CONFIG_MAP;
         Options {
             controller: DEFAULT_CONTROLLER.to_string(),
             ingress_class: None,
             namespaces: Vec::new(),
+            config_map: (ns.to_string(), name.to_string()),
         }
     }
 }

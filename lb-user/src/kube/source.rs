@@ -1,6 +1,7 @@
 //! The Kubernetes source for `lb run --kube`: the API client, and the config to serve = the base
 //! file (listeners, admin, defaults, routes of its own) plus what the Ingress mapping gives.
 
+use super::settings::Settings;
 use super::{ObjectError, Objects, Options};
 use crate::config::{self, Config, ConfigErrors};
 use crate::source::{self, TlsMaterials};
@@ -16,6 +17,8 @@ pub struct KubeRun {
     pub options: Options,
     /// Where merges hand the Gateway API status to the status writer.
     pub status: super::status::Publisher,
+    /// The settings ConfigMap's last good base config.
+    pub settings: std::sync::Arc<Settings>,
 }
 
 /// A client for the API server `kubeconfig` names, or the inferred one.
@@ -54,8 +57,23 @@ pub fn merge(
     objs: &Objects,
     opts: &Options,
 ) -> Result<Merged, ConfigErrors> {
+    merge_with(&Settings::default(), base, base_path, objs, opts)
+}
+
+/// [`merge`] with the settings ConfigMap in force: its `lb.yaml` (when valid, else the last good
+/// one `settings` keeps) replaces `base`. L4 services from Services are added after the file's.
+pub fn merge_with(
+    settings: &Settings,
+    base: &Config,
+    base_path: &Path,
+    objs: &Objects,
+    opts: &Options,
+) -> Result<Merged, ConfigErrors> {
+    let mut cm_rejected = Vec::new();
+    let base = &settings.base(base, objs.config_map.as_ref(), &mut cm_rejected);
     let mapped = super::to_config(objs, opts);
-    let mut rejected = mapped.rejected;
+    let mut rejected = cm_rejected;
+    rejected.extend(mapped.rejected);
     let mut cfg = base.clone();
     cfg.routes.extend(mapped.routes);
     cfg.clusters.extend(mapped.clusters);
@@ -68,6 +86,10 @@ pub fn merge(
             cfg.clusters.push(c);
         }
     }
+    let l4 = super::services::to_l4(objs, opts, base);
+    rejected.extend(l4.rejected);
+    cfg.l4_services.extend(l4.services);
+    cfg.clusters.extend(l4.clusters);
     config::check(&cfg)?;
     let mut certs = Vec::new();
     for t in mapped.tls.iter().chain(&gw.tls) {

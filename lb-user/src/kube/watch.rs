@@ -9,7 +9,7 @@
 use super::gateway::types::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use super::{Objects, Options};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::NamespaceResourceScope;
@@ -60,7 +60,17 @@ pub fn start(client: Client, opts: &Options, debounce: Duration) -> Watch {
         ingresses: w.namespaced(|_| true),
         services: w.namespaced(|_| true),
         endpoint_slices: w.namespaced(|_| true),
-        secrets: w.namespaced(|s: &Secret| s.type_.as_deref() == Some(TLS_SECRET_TYPE)),
+        secrets: w.namespaced_with(
+            watcher::Config::default().fields(&format!("type={TLS_SECRET_TYPE}")),
+            |s: &Secret| s.type_.as_deref() == Some(TLS_SECRET_TYPE),
+        ),
+        config_maps: {
+            let (ns, name) = &opts.config_map;
+            let api = Api::namespaced(w.client.clone(), ns);
+            let fields = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            vec![w.spawn_with(api, fields, |_| true)]
+        },
+        opts: opts.clone(),
         gateway_classes: vec![w.spawn(Api::all(w.client.clone()), |_| true)],
         gateways: w.namespaced(|_| true),
         http_routes: w.namespaced(|_| true),
@@ -134,6 +144,8 @@ struct Stores {
     services: Vec<Store<Service>>,
     endpoint_slices: Vec<Store<EndpointSlice>>,
     secrets: Vec<Store<Secret>>,
+    config_maps: Vec<Store<ConfigMap>>,
+    opts: Options,
     gateway_classes: Vec<Store<GatewayClass>>,
     gateways: Vec<Store<Gateway>>,
     http_routes: Vec<Store<HTTPRoute>>,
@@ -142,17 +154,24 @@ struct Stores {
 
 impl Stores {
     fn objects(&self) -> Objects {
-        Objects {
+        let (cm_ns, cm_name) = &self.opts.config_map;
+        let mut o = Objects {
             ingress_classes: sorted(&self.ingress_classes),
             ingresses: sorted(&self.ingresses),
             services: sorted(&self.services),
             endpoint_slices: sorted(&self.endpoint_slices),
             secrets: sorted(&self.secrets),
+            config_map: sorted(&self.config_maps).into_iter().find(|c| {
+                c.metadata.namespace.as_ref() == Some(cm_ns)
+                    && c.metadata.name.as_ref() == Some(cm_name)
+            }),
             gateway_classes: sorted(&self.gateway_classes),
             gateways: sorted(&self.gateways),
             http_routes: sorted(&self.http_routes),
             reference_grants: sorted(&self.reference_grants),
-        }
+        };
+        super::secrets::keep_referenced(&mut o, &self.opts);
+        o
     }
 }
 
@@ -164,6 +183,7 @@ fn same(a: &Objects, b: &Objects) -> bool {
         && a.services == b.services
         && a.endpoint_slices == b.endpoint_slices
         && a.secrets == b.secrets
+        && a.config_map == b.config_map
         && a.gateway_classes == b.gateway_classes
         && a.gateways == b.gateways
         && a.http_routes == b.http_routes
@@ -180,8 +200,9 @@ fn sorted<K: Resource<DynamicType = ()> + Clone>(stores: &[Store<K>]) -> Vec<K> 
     all.iter().map(|k| K::clone(k)).collect()
 }
 
-/// The single recompute task: waits for a change, lets changes coalesce for `debounce`, then
-/// (once every store has synced) builds [`Objects`] and sends it unless nothing changed.
+/// The single recompute task: waits for a change, then (once every store has synced) builds
+/// [`Objects`] and sends it unless nothing changed. A change after a quiet `debounce` is taken at
+/// once; changes coming faster coalesce into at most one recompute per `debounce`.
 async fn recompute(
     mut changed: watch::Receiver<()>,
     stores: Stores,
@@ -190,16 +211,20 @@ async fn recompute(
     out: watch::Sender<Option<Arc<Objects>>>,
     recomputes: Arc<AtomicU64>,
 ) {
+    let mut last: Option<tokio::time::Instant> = None;
     loop {
         if changed.changed().await.is_err() {
             return; // every reflector task is gone
         }
-        tokio::time::sleep(debounce).await;
+        if let Some(at) = last {
+            tokio::time::sleep_until(at + debounce).await;
+        }
         changed.borrow_and_update(); // what came during the wait is included now
         if !synced.iter().all(|s| s.load(Ordering::Acquire)) {
             continue;
         }
         let objs = stores.objects();
+        last = Some(tokio::time::Instant::now());
         recomputes.fetch_add(1, Ordering::Relaxed);
         let unchanged = out
             .borrow()
@@ -238,20 +263,39 @@ impl Watchers {
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
         K: Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     {
+        self.namespaced_with(watcher::Config::default(), keep)
+    }
+
+    /// [`Self::namespaced`] with a watcher config (a field selector).
+    fn namespaced_with<K>(&mut self, cfg: watcher::Config, keep: fn(&K) -> bool) -> Vec<Store<K>>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+        K: Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
         if self.namespaces.is_empty() {
-            return vec![self.spawn(Api::all(self.client.clone()), keep)];
+            return vec![self.spawn_with(Api::all(self.client.clone()), cfg, keep)];
         }
         let apis: Vec<Api<K>> = self
             .namespaces
             .iter()
             .map(|ns| Api::namespaced(self.client.clone(), ns))
             .collect();
-        apis.into_iter().map(|api| self.spawn(api, keep)).collect()
+        (apis.into_iter())
+            .map(|api| self.spawn_with(api, cfg.clone(), keep))
+            .collect()
     }
 
     /// Spawns a watcher (default backoff) feeding a new store; objects for which `keep` is false
     /// never enter it, and managed fields are stripped before storing.
     fn spawn<K>(&mut self, api: Api<K>, keep: fn(&K) -> bool) -> Store<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        self.spawn_with(api, watcher::Config::default(), keep)
+    }
+
+    /// [`Self::spawn`] with a watcher config (a field selector).
+    fn spawn_with<K>(&mut self, api: Api<K>, cfg: watcher::Config, keep: fn(&K) -> bool) -> Store<K>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     {
@@ -261,7 +305,7 @@ impl Watchers {
         let changed = self.changed.clone();
         let failing = self.failing.clone();
         let kind = K::kind(&()).to_string();
-        let mut stream = watch_stream(api).default_backoff().boxed();
+        let mut stream = watch_stream(api, cfg).default_backoff().boxed();
         self.tasks.push(tokio::spawn(async move {
             let mut failed = false;
             while let Some(item) = stream.next().await {
@@ -303,11 +347,12 @@ impl Watchers {
 /// an event, so they never cause a recompute).
 fn watch_stream<K>(
     api: Api<K>,
+    cfg: watcher::Config,
 ) -> impl futures_util::Stream<Item = watcher::Result<Event<K>>> + Send
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    watcher::watcher(api, watcher::Config::default())
+    watcher::watcher(api, cfg)
 }
 
 /// Logs a watch failure: 410 Gone (the watcher re-lists) at debug; anything else once per

@@ -1,7 +1,10 @@
 //! The HTTP side of the mock API server: a thread per connection, keep-alive for lists, one
 //! chunked stream per watch; every read, loop and watch bounded; bad input answers 400/404.
 
-use super::{event_line, selects, status, Msg, Res, Shared, Watcher, QUEUE, RESOURCES};
+use super::{
+    event_line, fields_match, parse_fields, selects, status, Msg, Res, Shared, Watcher, QUEUE,
+    RESOURCES,
+};
 use crate::http::{content_length, find, parse_head, Conn};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -187,6 +190,10 @@ fn route(sh: &Shared, method: &str, target: &str) -> Reply {
             Err(_) => return bad("invalid resourceVersion"),
         },
     };
+    let fields = match parse_fields(get("fieldSelector")) {
+        Ok(f) => f,
+        Err(e) => return bad(&e),
+    };
     let mut st = sh.lock();
     let gone = |v: u64, rv: u64| {
         let msg = format!("too old resource version: {v} ({rv})");
@@ -213,8 +220,9 @@ fn route(sh: &Shared, method: &str, target: &str) -> Reply {
         if let Some(v) = rv.into_iter().chain(Some(list_rv)).find(|&v| v < st.floor) {
             return gone(v, st.rv);
         }
-        let mut items = st.objects.iter().filter(|((a, k, n, name), _)| {
+        let mut items = st.objects.iter().filter(|((a, k, n, name), o)| {
             selects(res, ns, (a, k, n))
+                && fields_match(o, &fields)
                 && after.is_none_or(|(an, aname)| (n.as_str(), name.as_str()) > (an, aname))
         });
         let page: Vec<_> = items
@@ -253,12 +261,13 @@ fn route(sh: &Shared, method: &str, target: &str) -> Reply {
             .history
             .iter()
             .filter(|e| e.rv > v && selects(res, ns, (&e.api_version, &e.kind, &e.ns)))
+            .filter(|e| fields.is_empty() || line_matches(&e.line, &fields))
             .map(|e| e.line.clone())
             .collect(),
         None => st
             .objects
             .iter()
-            .filter(|((a, k, n, _), _)| selects(res, ns, (a, k, n)))
+            .filter(|((a, k, n, _), o)| selects(res, ns, (a, k, n)) && fields_match(o, &fields))
             .map(|(_, o)| event_line("ADDED", o))
             .collect(),
     };
@@ -271,11 +280,17 @@ fn route(sh: &Shared, method: &str, target: &str) -> Reply {
         res,
         ns: ns.map(String::from),
         bookmarks,
+        fields,
         tx,
     });
     sh.watches.fetch_add(1, Ordering::Relaxed);
     let until = (Instant::now() + Duration::from_secs(secs)).min(sh.until);
     Reply::Watch(id, initial, rx, until)
+}
+
+/// Whether a recorded event line's object matches the field selector.
+fn line_matches(line: &str, fields: &[(String, String)]) -> bool {
+    serde_json::from_str::<Value>(line).is_ok_and(|v| fields_match(&v["object"], fields))
 }
 
 /// `/api/v1/[namespaces/NS/]PLURAL` or `/apis/GROUP/VERSION/[namespaces/NS/]PLURAL`.

@@ -2,6 +2,7 @@
 //! (HAProxy 2.6, nginx) on one machine; writes bench/results/*.json, plots and BENCHMARKS.md.
 
 mod control;
+mod kube;
 mod l7;
 mod proc;
 mod reload;
@@ -21,7 +22,9 @@ use std::time::Duration;
 
 /// Suites that exist so far, in run order. `l4` arrives with the XDP L4 dataplane; regex paths
 /// (routes), HTTP/2 (l7) and the runtime API (reload) with the L7 and health work.
-pub const SUITES: [&str; 6] = ["l7", "scrape", "routes", "reload", "xdp", "control"];
+pub const SUITES: [&str; 7] = [
+    "l7", "scrape", "routes", "reload", "xdp", "control", "kube",
+];
 const PEERS: [&str; 4] = ["haproxy", "nginx", "wrk", "util-linux"];
 
 /// Where and how long to measure.
@@ -190,6 +193,7 @@ pub fn run(suites: &[String], quick: bool) -> Result<()> {
             "reload" => reload::run(&env)?,
             "xdp" => xdp::run(&env)?,
             "control" => control::run(&env)?,
+            "kube" => kube::run(&env)?,
             _ => unreachable!("checked above"),
         };
         let path = env.out.join(format!("{suite}.json"));
