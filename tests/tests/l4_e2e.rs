@@ -2,11 +2,9 @@
 //! 1050 TCP connections and 300 UDP flows to a VIP spread by weight over three backend
 //! namespaces; removing one endpoint keeps every other connection alive and moves only its flows.
 
-mod l4e2e;
-
 use aya::programs::XdpMode;
-use l4e2e::{who, Answerer, World, BACKENDS};
 use lb_common::PROG_XDP_PASS;
+use lb_tests::l4world::{who, Answerer, World, BACKENDS};
 use lb_tests::lb::Lb;
 use lb_tests::netns::attach_xdp;
 use lb_tests::{lb_bin, require_root};

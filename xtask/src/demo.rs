@@ -161,9 +161,12 @@ pub fn run() -> Result<()> {
             drop(cloud)
         })?;
     let metrics = lb.metrics()?;
+    drop(lb);
+    let l4 = crate::demo_l4::run(&lb_bin, &object)?;
     report(&by_host, &metrics, denied, unanswered, attempts);
     crate::demo_migration::report(&migration, &metrics);
-    drop(lb);
+    crate::demo_l4::report(&l4);
+    next_steps();
     Ok(())
 }
 
@@ -284,6 +287,9 @@ fn report(
         }
     }
 
+}
+
+fn next_steps() {
     println!("\nWhere to look next");
     println!("  README.md            what lb is, the architecture picture");
     println!("  docs/config.md       every config field, the CLI, every metric");

@@ -4,6 +4,7 @@
 mod bench;
 mod build;
 mod demo;
+mod demo_l4;
 mod demo_migration;
 mod setup;
 mod test;

@@ -1,7 +1,7 @@
-//! The L4 end-to-end world: client, node and three backend namespaces over veths, and backends
-//! that answer "who" on TCP (connections kept open) and on UDP with their name.
+//! The L4 world (tests and the demo): client, node and three backend namespaces over veths, and
+//! backends that answer "who" on TCP (connections kept open) and on UDP with their name.
 
-use lb_tests::netns::Netns;
+use crate::netns::Netns;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
