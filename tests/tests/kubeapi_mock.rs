@@ -206,10 +206,13 @@ fn list_pagination_scopes_and_404() {
         (200, Some("IngressClassList"), vec!["/lb".to_string()])
     );
     assert!(ic["items"][0]["metadata"]["namespace"].is_null());
+    // One object by name (as the API server serves it: the Lease elector reads its Lease so).
+    let (code, s1) = get_json(&api, "/api/v1/namespaces/a/services/s1");
+    assert_eq!((code, s1["metadata"]["name"].as_str()), (200, Some("s1")));
     for path in [
         "/apis/networking.k8s.io/v1/namespaces/a/ingressclasses",
         "/api/v1/pods",
-        "/api/v1/namespaces/a/services/s1",
+        "/api/v1/namespaces/a/services/missing",
         "/apis/networking.k8s.io/v2/ingresses",
         "/",
     ] {
