@@ -6,6 +6,7 @@ use crate::admin;
 use crate::bpf::{l4_aya, Dataplane, LoadOptions, XdpReport};
 use crate::config::{self, Config, ConfigErrors};
 use crate::health::monitor::{self, Handles};
+use crate::kube::events::Events as KubeEvents;
 use crate::kube::source::{self as kube_source, KubeRun};
 use crate::kube::watch as kube_watch;
 use crate::kube::Objects;
@@ -53,11 +54,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let invalid = |e: ConfigErrors| anyhow!("{}: invalid config:\n{e}", opts.config.display());
     let base = config::load_file(&opts.config).map_err(invalid)?;
     // Kubernetes mode: nothing is served before every store has listed once.
-    let (_kube_watch, mut objects) = match &opts.kube {
+    let (_kube_watch, mut objects, events) = match &opts.kube {
         Some(k) => {
             // Probes get answers meanwhile: alive (/healthz), not ready (/readyz).
             let presync = admin::presync::serve(opts.admin).await?;
             let client = kube_source::client(k.kubeconfig.as_deref()).await?;
+            let events = KubeEvents::start(client.clone(), &k.options.controller);
             let mut w = kube_watch::start(client.clone(), &k.options, KUBE_DEBOUNCE);
             // Status is written only by the holder of the status-writer Lease.
             let lease = crate::kube::lease::LeaseConfig::from_env();
@@ -73,12 +75,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 .map_err(|_| anyhow!("the Kubernetes watch stopped before its first sync"))?;
             tracing::info!("Kubernetes objects synced");
             presync.stop().await;
-            (Some(w), Some(rx))
+            (Some(w), Some(rx), Some(events))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
+    let events = events.as_ref();
     let now = current(&objects);
-    let (cfg, tls) = load_sources(&base, &opts, now.as_deref()).map_err(invalid)?;
+    let (cfg, tls) = load_sources(&base, &opts, now.as_deref(), events).map_err(invalid)?;
     let token = source::load_token(&cfg, &opts.config).map_err(invalid)?;
     let mut watched = source::fingerprint(&opts.config, Some(&cfg));
     let mut dataplane = if opts.ifaces.is_empty() {
@@ -164,18 +167,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                reload(&opts, current(&objects).as_deref(), &inputs, &metrics, &mut watched)
+                reload(&opts, current(&objects).as_deref(), &inputs, &metrics, &mut watched, events)
             }
             _ = poll.tick(), if opts.watch.is_some() => {
                 let now = source::fingerprint(&opts.config, Some(&rx.borrow().config));
                 if now != watched {
                     tracing::info!("config or certificate files changed");
-                    reload(&opts, current(&objects).as_deref(), &inputs, &metrics, &mut watched);
+                    reload(&opts, current(&objects).as_deref(), &inputs, &metrics, &mut watched, events);
                     watched = now;
                 }
             }
             Some(objs) = next_objects(&mut objects) => {
-                reload(&opts, Some(&objs), &inputs, &metrics, &mut watched)
+                reload(&opts, Some(&objs), &inputs, &metrics, &mut watched, events)
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -214,17 +217,22 @@ async fn next_objects(
 }
 
 /// The config to serve and its TLS material: the base file alone, or merged with the
-/// Kubernetes objects (what the mapping rejected is logged, the rest is served).
+/// Kubernetes objects (what the mapping rejected is logged and posted as Events, the rest is
+/// served).
 fn load_sources(
     base: &Config,
     opts: &RunOptions,
     objs: Option<&Objects>,
+    events: Option<&KubeEvents>,
 ) -> Result<(Config, TlsMaterials), ConfigErrors> {
     match (objs, &opts.kube) {
         (Some(o), Some(k)) => {
             let m = kube_source::merge_with(&k.settings, base, &opts.config, o, &k.options)?;
             for r in &m.rejected {
                 tracing::warn!(kind = %r.kind, namespace = %r.namespace, name = %r.name, "not served: {}", r.message);
+            }
+            if let Some(ev) = events {
+                ev.report(o, &m.rejected);
             }
             k.status.publish(&m.status);
             Ok((m.config, m.tls))
@@ -242,10 +250,11 @@ fn reload(
     inputs: &InputTx,
     metrics: &Metrics,
     watched: &mut Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)>,
+    events: Option<&KubeEvents>,
 ) {
     let path = opts.config.as_path();
     let loaded = config::load_file_for_reload(path).and_then(|base| {
-        let (cfg, tls) = load_sources(&base, opts, objs)?;
+        let (cfg, tls) = load_sources(&base, opts, objs, events)?;
         let token = source::load_token(&cfg, path)?;
         Ok((cfg, tls, token))
     });

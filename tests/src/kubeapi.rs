@@ -24,7 +24,7 @@ const HISTORY: usize = 4096;
 const QUEUE: usize = 4096;
 
 /// Served resources: (apiVersion, plural, kind, namespaced).
-const RESOURCES: [(&str, &str, &str, bool); 11] = [
+const RESOURCES: [(&str, &str, &str, bool); 13] = [
     (
         "networking.k8s.io/v1",
         "ingressclasses",
@@ -51,6 +51,9 @@ const RESOURCES: [(&str, &str, &str, bool); 11] = [
         true,
     ),
     GW_GRANTS,
+    // Events lb posts on objects it rejects (both API groups accept them).
+    ("events.k8s.io/v1", "events", "Event", true),
+    ("v1", "events", "Event", true),
 ];
 const GW_CLASSES: Res = (
     "gateway.networking.k8s.io/v1",
@@ -294,6 +297,21 @@ impl MockApi {
     /// Watch requests answered 200 (streams started).
     pub fn watches(&self) -> u64 {
         self.shared.watches.load(Ordering::Relaxed)
+    }
+
+    /// Every Event stored (created by clients with POST, in either API group), oldest first.
+    pub fn events(&self) -> Vec<Value> {
+        let st = self.shared.lock();
+        let mut events: Vec<Value> = (st.objects.iter())
+            .filter(|((_, kind, _, _), _)| kind == "Event")
+            .map(|(_, o)| o.clone())
+            .collect();
+        let rv = |o: &Value| {
+            let v = o["metadata"]["resourceVersion"].as_str().unwrap_or("0");
+            v.parse::<u64>().unwrap_or(0)
+        };
+        events.sort_by_key(rv);
+        events
     }
 }
 

@@ -14,14 +14,16 @@
 //!
 //! A bad path (invalid regex, Exact without `/`) or backend (no such Service, no such port,
 //! ExternalName, resource backend) rejects that one route; a bad TLS entry rejects that entry only.
+//! Annotations (annotations/): a bad one rejects every route of its Ingress (its TLS entries
+//! stay); each produced route is checked by the config validators and rejected alone if invalid.
 
-use super::endpoints::{cluster, endpoints};
+mod backends;
+
+use super::annotations::{self, canary, spec::Level, On, Parsed};
 use super::{Mapped, ObjectError, Objects, Options, TlsCert};
-use crate::config::{Cluster, HeaderEdits, PathMatch, Route};
-use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, Ingress, IngressBackend, IngressClass, IngressTLS,
-};
+use crate::config::{Cluster, HeaderEdits, PathMatch, Redirect, Route};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressClass, IngressTLS};
 use std::collections::{BTreeMap, BTreeSet};
 
 const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
@@ -82,11 +84,26 @@ impl Classes {
 /// Accumulates the mapping of every Ingress of ours.
 pub(super) struct Mapper<'a> {
     objs: &'a Objects,
+    /// The config file's listeners without TLS: where `ssl-redirect` redirects from.
+    plain_listeners: &'a [String],
     routes: Vec<Route>,
     defaults: Vec<Route>,
     clusters: BTreeMap<String, Cluster>,
+    /// Clusters that could not be built, with why (asked again by every route using them).
+    bad_clusters: BTreeMap<String, String>,
+    /// Each Service's parsed annotations (None: invalid, already rejected), by namespace/name.
+    services: BTreeMap<(String, String), Option<Parsed>>,
     tls: Vec<TlsCert>,
     rejected: Vec<ObjectError>,
+}
+
+/// Where an Ingress's route comes from and goes.
+struct Origin<'s> {
+    ns: &'s str,
+    name: &'s str,
+    ann: &'s Parsed,
+    /// The mirror-target's cluster.
+    mirror: Option<&'s str>,
 }
 
 fn meta_key(ns: Option<&String>, name: Option<&String>) -> (String, String) {
@@ -146,30 +163,46 @@ fn path_match(p: &HTTPIngressPath, field: &str) -> Result<PathMatch, String> {
 }
 
 impl<'a> Mapper<'a> {
-    pub(super) fn new(objs: &'a Objects) -> Mapper<'a> {
+    pub(super) fn new(objs: &'a Objects, plain_listeners: &'a [String]) -> Mapper<'a> {
         Mapper {
             objs,
+            plain_listeners,
             routes: Vec::new(),
             defaults: Vec::new(),
             clusters: BTreeMap::new(),
+            bad_clusters: BTreeMap::new(),
+            services: BTreeMap::new(),
             tls: Vec::new(),
             rejected: Vec::new(),
         }
     }
 
+    /// The routes (defaults last) and the clusters some route uses.
     pub(super) fn finish(mut self) -> Mapped {
         self.routes.append(&mut self.defaults);
+        let mut used = BTreeSet::new();
+        for r in &self.routes {
+            used.extend(r.cluster.iter());
+            used.extend(r.clusters.iter().map(|c| &c.name));
+            used.extend(r.canary.iter().map(|c| &c.cluster));
+            used.extend(r.mirror.iter().map(|m| &m.cluster));
+        }
+        let clusters = self.clusters.into_iter().filter(|(n, _)| used.contains(n));
         Mapped {
+            clusters: clusters.map(|(_, c)| c).collect(),
             routes: self.routes,
-            clusters: self.clusters.into_values().collect(),
             tls: self.tls,
             rejected: self.rejected,
         }
     }
 
     fn reject(&mut self, ns: &str, name: &str, message: String) {
+        self.reject_kind("Ingress", ns, name, message);
+    }
+
+    fn reject_kind(&mut self, kind: &str, ns: &str, name: &str, message: String) {
         self.rejected.push(ObjectError {
-            kind: "Ingress".into(),
+            kind: kind.into(),
             namespace: ns.into(),
             name: name.into(),
             message,
@@ -178,9 +211,49 @@ impl<'a> Mapper<'a> {
 
     pub(super) fn ingress(&mut self, ing: &Ingress) {
         let (ns, name) = meta_key(ing.metadata.namespace.as_ref(), ing.metadata.name.as_ref());
-        let id = format!("{ns}/{name}");
         let Some(spec) = &ing.spec else {
             return;
+        };
+        for (k, t) in spec.tls.iter().flatten().enumerate() {
+            match self.tls_entry(&ns, t, &format!("spec.tls[{k}]")) {
+                Ok(cert) => self.tls.push(cert),
+                Err(m) => self.reject(&ns, &name, m),
+            }
+        }
+        let ann = match annotations::parse(ing.metadata.annotations.as_ref(), On::Ingress) {
+            Ok(a) => a,
+            Err(msgs) => {
+                for m in msgs {
+                    self.reject(
+                        &ns,
+                        &name,
+                        format!("{m}; none of this Ingress's routes are served"),
+                    );
+                }
+                return;
+            }
+        };
+        let mirror = match &ann.mirror {
+            Some(r) => {
+                match self.cluster_for(&ns, r, &|_| annotations::field("mirror-target"), None) {
+                    Ok(c) => Some(c),
+                    Err(m) => {
+                        self.reject(
+                            &ns,
+                            &name,
+                            format!("{m}; none of this Ingress's routes are served"),
+                        );
+                        return;
+                    }
+                }
+            }
+            None => None,
+        };
+        let o = Origin {
+            ns: &ns,
+            name: &name,
+            ann: &ann,
+            mirror: mirror.as_deref(),
         };
         let mut rule_hosts = BTreeSet::new();
         for (i, rule) in spec.rules.iter().flatten().enumerate() {
@@ -192,102 +265,99 @@ impl<'a> Mapper<'a> {
             for (j, p) in rule.http.iter().flat_map(|h| &h.paths).enumerate() {
                 let field = format!("spec.rules[{i}].http.paths[{j}]");
                 let res = path_match(p, &field).and_then(|pm| {
-                    let c = self.backend(&ns, &p.backend, &format!("{field}.backend"))?;
+                    let c = self.backend(&o, &p.backend, &format!("{field}.backend"))?;
                     Ok((pm, c))
                 });
                 match res {
                     Ok((pm, c)) => {
-                        let rname = format!("{id}/rule-{i}/path-{j}");
-                        self.routes
-                            .push(route(rname, vec![host.clone()], Some(pm), c));
+                        let rname = format!("rule-{i}/path-{j}");
+                        let r = route(rname, vec![host.clone()], Some(pm), c);
+                        self.emit(&o, r, &field, false);
                     }
                     Err(m) => self.reject(&ns, &name, m),
                 }
             }
         }
         if let Some(db) = &spec.default_backend {
-            match self.backend(&ns, db, "spec.defaultBackend") {
+            let field = "spec.defaultBackend";
+            match self.backend(&o, db, field) {
                 Ok(c) => {
                     let all = vec!["*".to_string()];
-                    self.defaults
-                        .push(route(format!("{id}/default"), all, None, c.clone()));
+                    self.emit(
+                        &o,
+                        route("default".into(), all, None, c.clone()),
+                        field,
+                        true,
+                    );
                     if !rule_hosts.is_empty() {
                         let hosts = rule_hosts.into_iter().collect();
-                        self.defaults
-                            .push(route(format!("{id}/default-hosts"), hosts, None, c));
+                        let r = route("default-hosts".into(), hosts, None, c);
+                        self.emit(&o, r, field, true);
                     }
                 }
                 Err(m) => self.reject(&ns, &name, m),
             }
         }
-        for (k, t) in spec.tls.iter().flatten().enumerate() {
-            match self.tls_entry(&ns, t, &format!("spec.tls[{k}]")) {
-                Ok(cert) => self.tls.push(cert),
-                Err(m) => self.reject(&ns, &name, m),
-            }
-        }
     }
 
-    fn service(&self, ns: &str, name: &str) -> Option<&'a Service> {
-        self.objs.services.iter().find(|s| {
-            let (sns, sname) = meta_key(s.metadata.namespace.as_ref(), s.metadata.name.as_ref());
-            sns == ns && sname == name
-        })
-    }
-
-    /// The cluster for a backend (created on first use), or why there is none.
-    fn backend(&mut self, ns: &str, b: &IngressBackend, field: &str) -> Result<String, String> {
-        let Some(sb) = &b.service else {
-            return Err(format!(
-                "{field}: only service backends are supported (resource backends are not)"
-            ));
-        };
-        let Some(svc) = self.service(ns, &sb.name) else {
-            return Err(format!(
-                "{field}.service.name: Service {ns}/{} not found",
-                sb.name
-            ));
-        };
-        let spec = svc.spec.as_ref();
-        if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
-            return Err(format!(
-                "{field}.service.name: Service {ns}/{} is ExternalName (not supported)",
-                sb.name
-            ));
-        }
-        let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
-        let want = sb.port.as_ref();
-        let (sp, what) = match (
-            want.and_then(|p| p.number),
-            want.and_then(|p| p.name.as_ref()),
-        ) {
-            (Some(n), _) => (ports.iter().find(|p| p.port == n), format!("number {n}")),
-            (None, Some(n)) => (
-                ports.iter().find(|p| p.name.as_ref() == Some(n)),
-                format!("name {n:?}"),
-            ),
-            (None, None) => {
-                return Err(format!("{field}.service.port: needs a number or a name"));
+    /// Adds route `r` (named relative to its Ingress) with the Ingress's route settings, after
+    /// the config validators accept it, plus its HTTPS redirect twin; a canary Ingress's route
+    /// splits a main route instead.
+    fn emit(&mut self, o: &Origin, mut r: Route, field: &str, default: bool) {
+        r.name = Some(format!(
+            "{}/{}/{}",
+            o.ns,
+            o.name,
+            r.name.unwrap_or_default()
+        ));
+        if o.ann.canary.is_some() {
+            let cluster = r.cluster.clone().unwrap_or_default();
+            let main = self.routes.iter_mut().chain(self.defaults.iter_mut());
+            if let Err(m) = canary::split(main, &r.hosts, r.path.as_ref(), &cluster, o.ann) {
+                self.reject(o.ns, o.name, format!("{field}: {m}"));
             }
-        };
-        let Some(sp) = sp else {
-            let sub = if what.starts_with("number") {
-                "number"
-            } else {
-                "name"
-            };
-            return Err(format!(
-                "{field}.service.port.{sub}: Service {ns}/{} has no port with {what}",
-                sb.name
-            ));
-        };
-        let cname = format!("{ns}/{}:{}", sb.name, sp.port);
-        if !self.clusters.contains_key(&cname) {
-            let eps = endpoints(ns, &sb.name, sp, &self.objs.endpoint_slices);
-            self.clusters
-                .insert(cname.clone(), cluster(cname.clone(), eps));
+            return;
         }
-        Ok(cname)
+        o.ann.apply_route(&mut r, o.mirror);
+        if let Err(es) = annotations::check_route(&r) {
+            for e in es {
+                let m = if o.ann.sets(Level::Route, &e.path) {
+                    o.ann.blame(Level::Route, &e.path, &e.message)
+                } else {
+                    let at = e.path.strip_prefix("routes[0]").unwrap_or(&e.path);
+                    format!("route{}: {}", at.replacen('.', " ", 1), e.message)
+                };
+                self.reject(o.ns, o.name, format!("{field}: {m}"));
+            }
+            return;
+        }
+        let twin = (o.ann.ssl_redirect && !self.plain_listeners.is_empty()).then(|| Route {
+            name: r.name.as_ref().map(|n| format!("{n}/ssl-redirect")),
+            listeners: self.plain_listeners.to_vec(),
+            cluster: None,
+            redirect: Some(Redirect {
+                scheme: Some("https".into()),
+                host: None,
+                port: None,
+                path_prefix: None,
+                status: 308,
+            }),
+            allow: r.allow.clone(),
+            deny: r.deny.clone(),
+            ..route(
+                String::new(),
+                r.hosts.clone(),
+                r.path.clone(),
+                String::new(),
+            )
+        });
+        let list = if default {
+            &mut self.defaults
+        } else {
+            &mut self.routes
+        };
+        list.extend(twin);
+        list.push(r);
     }
 
     /// One `spec.tls` entry → a certificate from a `kubernetes.io/tls` Secret in `ns`.

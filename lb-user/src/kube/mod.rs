@@ -1,7 +1,9 @@
 //! Kubernetes as a config source: reflectors keep the objects (watch.rs), a pure mapping turns them
 //! into routes, clusters and TLS (ingress.rs, endpoints.rs), merged with the base file (source.rs).
 
+mod annotations;
 mod endpoints;
+pub mod events;
 pub mod gateway;
 mod ingress;
 pub mod lease;
@@ -18,6 +20,8 @@ mod tests;
 mod tests_gateway;
 #[cfg(test)]
 mod tests_services;
+#[cfg(test)]
+mod tests_annotations;
 
 use crate::config::{Cluster, Route};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -26,6 +30,9 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 /// Our IngressClass controller name when none is configured.
 pub const DEFAULT_CONTROLLER: &str = "lb.example.com/ingress-controller";
+
+/// Our annotations on Ingresses and Services (docs/kubernetes.md): `lb.example.com/NAME`.
+pub const ANNOTATION_PREFIX: &str = "lb.example.com/";
 
 /// Everything the mapping reads: the current content of one store per kind.
 #[derive(Debug, Clone, Default)]
@@ -100,8 +107,16 @@ pub struct Mapped {
 
 /// Maps every Ingress of ours (sorted by namespace/name, so the result does not depend on the
 /// order objects arrived in) to routes, clusters and certificates. Never fails as a whole: a bad
-/// part of an object is left out and listed in `rejected`.
+/// part of an object is left out and listed in `rejected`. No listener is known to be plain
+/// HTTP, so `ssl-redirect` adds nothing (see [`to_config_with`]).
 pub fn to_config(objs: &Objects, opts: &Options) -> Mapped {
+    to_config_with(objs, opts, &[])
+}
+
+/// [`to_config`] for a config file whose listeners without TLS are `plain_listeners`: the
+/// `ssl-redirect` annotation redirects requests that arrive on them to HTTPS. Canary Ingresses
+/// are mapped after all others (they split the others' routes).
+pub fn to_config_with(objs: &Objects, opts: &Options, plain_listeners: &[String]) -> Mapped {
     let classes = ingress::Classes::new(&objs.ingress_classes, opts);
     let mut ours: Vec<&Ingress> = objs
         .ingresses
@@ -113,10 +128,13 @@ pub fn to_config(objs: &Objects, opts: &Options) -> Mapped {
         .filter(|i| classes.is_ours(i))
         .collect();
     ours.sort_by(|a, b| {
-        let key = |i: &Ingress| (i.metadata.namespace.clone(), i.metadata.name.clone());
+        let key = |i: &Ingress| {
+            let canary = annotations::is_canary(i.metadata.annotations.as_ref());
+            (canary, i.metadata.namespace.clone(), i.metadata.name.clone())
+        };
         key(a).cmp(&key(b))
     });
-    let mut out = ingress::Mapper::new(objs);
+    let mut out = ingress::Mapper::new(objs, plain_listeners);
     for ing in ours {
         out.ingress(ing);
     }

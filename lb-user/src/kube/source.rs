@@ -71,7 +71,11 @@ pub fn merge_with(
 ) -> Result<Merged, ConfigErrors> {
     let mut cm_rejected = Vec::new();
     let base = &settings.base(base, objs.config_map.as_ref(), &mut cm_rejected);
-    let mapped = super::to_config(objs, opts);
+    let plain: Vec<String> = (base.listeners.iter())
+        .filter(|l| l.tls.is_none())
+        .map(|l| l.name.clone())
+        .collect();
+    let mapped = super::to_config_with(objs, opts, &plain);
     let mut rejected = cm_rejected;
     rejected.extend(mapped.rejected);
     let mut cfg = base.clone();

@@ -5,7 +5,7 @@ use super::*;
 use serde::Deserialize;
 
 /// Parses a multi-document fixture into the stores, by `kind`.
-fn objects(text: &str) -> Objects {
+pub(super) fn objects(text: &str) -> Objects {
     let mut o = Objects::default();
     for doc in serde_yaml::Deserializer::from_str(text) {
         let v = serde_yaml::Value::deserialize(doc).expect("fixture is YAML");

@@ -1,0 +1,185 @@
+//! Ingress backends → clusters: the Service and its port, endpoints from its EndpointSlices, the
+//! Service's cluster annotations with the Ingress's laid over them, a backup Service's endpoints.
+//! One cluster per Service port (`ns/svc:port`), or per Service port and Ingress
+//! (`ns/svc:port@ingress`) when the Ingress has cluster settings of its own.
+
+use super::{meta_key, Mapper, Origin};
+use crate::config::{Cluster, Endpoint};
+use crate::kube::annotations::{self, On, Parsed, PortRef, ServiceRef};
+use crate::kube::endpoints::endpoints;
+use crate::kube::ANNOTATION_PREFIX;
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::networking::v1::IngressBackend;
+
+impl<'a> Mapper<'a> {
+    fn service(&self, ns: &str, name: &str) -> Option<&'a Service> {
+        self.objs.services.iter().find(|s| {
+            let (sns, sname) = meta_key(s.metadata.namespace.as_ref(), s.metadata.name.as_ref());
+            sns == ns && sname == name
+        })
+    }
+
+    /// The cluster for a backend (created on first use), or why there is none.
+    pub(super) fn backend(
+        &mut self,
+        o: &Origin,
+        b: &IngressBackend,
+        field: &str,
+    ) -> Result<String, String> {
+        let Some(sb) = &b.service else {
+            return Err(format!(
+                "{field}: only service backends are supported (resource backends are not)"
+            ));
+        };
+        let want = sb.port.as_ref();
+        let port = match (
+            want.and_then(|p| p.number),
+            want.and_then(|p| p.name.clone()),
+        ) {
+            (Some(n), _) => PortRef::Number(n),
+            (None, Some(n)) => PortRef::Name(n),
+            (None, None) => {
+                return Err(format!("{field}.service.port: needs a number or a name"));
+            }
+        };
+        let r = ServiceRef {
+            name: sb.name.clone(),
+            port,
+        };
+        let at = |sub: &str| format!("{field}.service.{sub}");
+        self.cluster_for(o.ns, &r, &at, Some((o.name, o.ann)))
+    }
+
+    /// The cluster for Service port `r` of namespace `ns` as Ingress `ing` uses it (None: with
+    /// the Service's settings only); `at` names the field for a sub-field (`name`, `port.name`).
+    pub(super) fn cluster_for(
+        &mut self,
+        ns: &str,
+        r: &ServiceRef,
+        at: &dyn Fn(&str) -> String,
+        ing: Option<(&str, &Parsed)>,
+    ) -> Result<String, String> {
+        let (svc, sp) = self.service_port(ns, r, at)?;
+        let Some(svc_ann) = self.service_annotations(ns, svc) else {
+            return Err(format!(
+                "{}: Service {ns}/{} has invalid {ANNOTATION_PREFIX} annotations (see its rejection)",
+                at("name"),
+                r.name
+            ));
+        };
+        let base = format!("{ns}/{}:{}", r.name, sp.port);
+        let ing = ing.filter(|(_, a)| a.has_cluster_settings());
+        let name = match ing {
+            Some((iname, _)) => format!("{base}@{iname}"),
+            None => base,
+        };
+        if self.clusters.contains_key(&name) {
+            return Ok(name);
+        }
+        if let Some(m) = self.bad_clusters.get(&name) {
+            return Err(m.clone());
+        }
+        match self.build(ns, r, sp, &svc_ann, ing.map(|(_, a)| a), name.clone()) {
+            Ok(c) => {
+                self.clusters.insert(name.clone(), c);
+                Ok(name)
+            }
+            Err(m) => {
+                let m = format!("{}: {m}", at("name"));
+                self.bad_clusters.insert(name, m.clone());
+                Err(m)
+            }
+        }
+    }
+
+    fn build(
+        &self,
+        ns: &str,
+        r: &ServiceRef,
+        sp: &ServicePort,
+        svc_ann: &Parsed,
+        ing_ann: Option<&Parsed>,
+        name: String,
+    ) -> Result<Cluster, String> {
+        let slices = &self.objs.endpoint_slices;
+        let mut eps = endpoints(ns, &r.name, sp, slices);
+        let backup = match ing_ann.and_then(|a| a.backup.as_ref()) {
+            Some(b) => Some((b, String::new())),
+            None => (svc_ann.backup.as_ref()).map(|b| (b, format!("Service {ns}/{}: ", r.name))),
+        };
+        if let Some((b, whose)) = backup {
+            let field = annotations::field("backup-service");
+            let (_, bsp) = self
+                .service_port(ns, b, &|_| field.clone())
+                .map_err(|m| format!("{whose}{m}"))?;
+            let backups = endpoints(ns, &b.name, bsp, slices).into_iter();
+            eps.extend(backups.map(|e| Endpoint { backup: true, ..e }));
+        }
+        annotations::cluster(name, svc_ann, ing_ann, eps)
+    }
+
+    /// Service `r.name` in `ns` and its port `r.port`, or why not.
+    fn service_port(
+        &self,
+        ns: &str,
+        r: &ServiceRef,
+        at: &dyn Fn(&str) -> String,
+    ) -> Result<(&'a Service, &'a ServicePort), String> {
+        let Some(svc) = self.service(ns, &r.name) else {
+            return Err(format!("{}: Service {ns}/{} not found", at("name"), r.name));
+        };
+        let spec = svc.spec.as_ref();
+        if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+            return Err(format!(
+                "{}: Service {ns}/{} is ExternalName (not supported)",
+                at("name"),
+                r.name
+            ));
+        }
+        let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
+        let (sp, sub, what) = match &r.port {
+            PortRef::Number(n) => (
+                ports.iter().find(|p| p.port == *n),
+                "port.number",
+                format!("number {n}"),
+            ),
+            PortRef::Name(n) => (
+                ports.iter().find(|p| p.name.as_ref() == Some(n)),
+                "port.name",
+                format!("name {n:?}"),
+            ),
+        };
+        let sp = sp.ok_or_else(|| {
+            format!(
+                "{}: Service {ns}/{} has no port with {what}",
+                at(sub),
+                r.name
+            )
+        })?;
+        Ok((svc, sp))
+    }
+
+    /// A Service's annotations, parsed once per mapping; invalid ones are rejected once, naming
+    /// the Service (None then).
+    fn service_annotations(&mut self, ns: &str, svc: &Service) -> Option<Parsed> {
+        let key = (
+            ns.to_string(),
+            svc.metadata.name.clone().unwrap_or_default(),
+        );
+        if let Some(p) = self.services.get(&key) {
+            return p.clone();
+        }
+        let parsed = match annotations::parse(svc.metadata.annotations.as_ref(), On::Service) {
+            Ok(p) => Some(p),
+            Err(msgs) => {
+                for m in msgs {
+                    let m = format!("{m}; routes to this Service are not served");
+                    self.reject_kind("Service", &key.0, &key.1, m);
+                }
+                None
+            }
+        };
+        self.services.insert(key, parsed.clone());
+        parsed
+    }
+}
