@@ -294,3 +294,76 @@ pub fn start(
     });
     vec![elector, writer]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kube::gateway::status::{ClassStatus, Cond};
+
+    fn objects() -> Objects {
+        let class = json!({"metadata": {"name": "lb"},
+                           "spec": {"controller": crate::kube::DEFAULT_CONTROLLER}});
+        let ing = json!({"metadata": {"namespace": "shop", "name": "web"},
+                         "spec": {"ingressClassName": "lb"}});
+        let other = json!({"metadata": {"namespace": "shop", "name": "theirs"},
+                           "spec": {"ingressClassName": "nginx"}});
+        let gc = json!({"metadata": {"name": "lb"}, "spec": {"controllerName": "x"}});
+        Objects {
+            ingress_classes: vec![serde_json::from_value(class).unwrap()],
+            ingresses: vec![
+                serde_json::from_value(ing).unwrap(),
+                serde_json::from_value(other).unwrap(),
+            ],
+            gateway_classes: vec![serde_json::from_value(gc).unwrap()],
+            ..Objects::default()
+        }
+    }
+
+    #[test]
+    fn ingress_addresses_and_conditions_written_only_when_they_differ() {
+        let s = Status {
+            classes: vec![ClassStatus {
+                name: "lb".into(),
+                conditions: vec![Cond::yes("Accepted", "Accepted", "ok", Some(4))],
+            }],
+            ..Status::default()
+        };
+        let addrs = ["192.0.2.10".to_string(), "lb.example.net".to_string()];
+        let mut objs = objects();
+        let want = desired(&s, &objs, &Options::default(), &addrs);
+        let keys: Vec<_> = want.iter().map(|(k, ..)| k.clone()).collect();
+        assert_eq!(
+            keys,
+            [
+                ("GatewayClass", String::new(), "lb".to_string()),
+                ("Ingress", "shop".into(), "web".into())
+            ]
+        );
+        let ing = &want[1].1;
+        let lb = json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}, {"hostname": "lb.example.net"}]}});
+        assert_eq!(*ing, lb);
+        let class = &want[0].1;
+        assert_eq!(class["conditions"][0]["observedGeneration"], 4);
+        assert!(!satisfied(class, &want[0].2) && !satisfied(ing, &want[1].2));
+
+        // Once the objects carry them, nothing is to be written; the transition time stays.
+        objs.gateway_classes[0].status = Some(class.clone());
+        objs.ingresses[0].status = Some(serde_json::from_value(ing.clone()).unwrap());
+        let again = desired(&s, &objs, &Options::default(), &addrs);
+        assert!(
+            again.iter().all(|(_, w, cur)| satisfied(w, cur)),
+            "{again:#?}"
+        );
+        // A changed condition status is a difference, with a new transition time.
+        let flipped = Status {
+            classes: vec![ClassStatus {
+                name: "lb".into(),
+                conditions: vec![Cond::no("Accepted", "InvalidParameters", "no", Some(5))],
+            }],
+            ..Status::default()
+        };
+        let d = desired(&flipped, &objs, &Options::default(), &addrs);
+        assert!(!satisfied(&d[0].1, &d[0].2));
+        assert_eq!(untimed(&d[0].1)["conditions"][0]["status"], "False");
+    }
+}
