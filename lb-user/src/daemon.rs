@@ -56,7 +56,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Kubernetes mode: nothing is served before every store has listed once.
     let (_kube_watch, mut objects, events) = match &opts.kube {
         Some(k) => {
-            // Probes get answers meanwhile: alive (/healthz), not ready (/readyz).
+            // Probes get answers meanwhile: 503, not ready (/readyz, /healthz).
             let presync = admin::presync::serve(opts.admin).await?;
             let client = kube_source::client(k.kubeconfig.as_deref()).await?;
             let events = KubeEvents::start(client.clone(), &k.options.controller);

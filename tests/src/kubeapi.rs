@@ -16,7 +16,7 @@ mod write;
 
 pub use write::StatusWrite;
 
-/// The server (and every watch) stops this long after `start`.
+/// The server (and every watch) stops this long after `start` (`start_for` chooses).
 const LIFETIME: Duration = Duration::from_secs(120);
 /// Events kept for replay; a watch from before the oldest one answers 410.
 const HISTORY: usize = 4096;
@@ -170,6 +170,11 @@ pub struct MockApi {
 impl MockApi {
     /// Listens on 127.0.0.1:0, plain HTTP, no auth; serves for at most 120 s.
     pub fn start() -> Result<MockApi> {
+        MockApi::start_for(LIFETIME)
+    }
+
+    /// [`MockApi::start`] serving for at most `lifetime` (benchmarks outlast 120 s).
+    pub fn start_for(lifetime: Duration) -> Result<MockApi> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the mock API server")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -189,7 +194,7 @@ impl MockApi {
             state: Mutex::new(state),
             lists: AtomicU64::new(0),
             watches: AtomicU64::new(0),
-            until: Instant::now() + LIFETIME,
+            until: Instant::now() + lifetime,
         });
         let sh = shared.clone();
         let accept = thread::Builder::new()

@@ -1,5 +1,5 @@
-//! `lb --kube` readiness and the settings ConfigMap, against the mock API server: `/readyz` 503
-//! (and `/healthz` 200) before the first full list, 200 after and while the API server is gone;
+//! `lb --kube` readiness and the settings ConfigMap, against the mock API server: `/readyz` (and
+//! `/healthz`) 503 before the first full list, 200 after and while the API server is gone;
 //! the ConfigMap's `lb.yaml` is the base config (its listener served), a bad one keeps the last
 //! good one with the field logged; only the named ConfigMap counts (field selector).
 
@@ -8,8 +8,8 @@ mod support;
 use lb_tests::http::{self, Backend, KeepAliveClient};
 use lb_tests::kubeapi::MockApi;
 use lb_tests::lb::{free_local_addr, Lb};
-use lb_tests::process::ChildGuard;
 use lb_tests::lb_bin;
+use lb_tests::process::ChildGuard;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -36,13 +36,17 @@ fn status(admin: SocketAddr, path: &str) -> Option<u16> {
 }
 
 #[test]
-fn not_ready_before_the_first_list_but_alive() {
+fn not_ready_before_the_first_list() {
     // Nothing listens on this port: the first list never completes.
     let dead = free_local_addr();
     let dir = tempfile::tempdir().unwrap();
     let kc = kubeconfig(dir.path(), &format!("http://{dead}"));
     let cfg = dir.path().join("lb.yaml");
-    std::fs::write(&cfg, "listeners: [{name: http, address: \"127.0.0.1:1\"}]\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "listeners: [{name: http, address: \"127.0.0.1:1\"}]\n",
+    )
+    .unwrap();
     let admin = free_local_addr();
     let log = std::fs::File::create(dir.path().join("lb.log")).unwrap();
     let child = Command::new(lb_bin())
@@ -57,11 +61,12 @@ fn not_ready_before_the_first_list_but_alive() {
         .spawn()
         .unwrap();
     let _guard = ChildGuard(child);
-    let up = wait_until(T, || status(admin, "/healthz") == Some(200));
+    let up = wait_until(T, || status(admin, "/readyz").is_some());
     let log = || std::fs::read_to_string(dir.path().join("lb.log")).unwrap_or_default();
-    assert!(up, "/healthz never answered 200:\n{}", log());
+    assert!(up, "/readyz never answered:\n{}", log());
     for _ in 0..5 {
         assert_eq!(status(admin, "/readyz"), Some(503), "{}", log());
+        assert_eq!(status(admin, "/healthz"), Some(503), "{}", log());
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -102,8 +107,16 @@ fn configmap_is_the_base_config_and_readiness_survives_the_api_server() {
     assert_eq!(lb.admin_get("/readyz").unwrap().status, 200);
 
     // The ConfigMap's listener and route are served, the file's listener is not.
-    assert_eq!(served_by(cm_listen).as_deref(), Some("from-configmap"), "{}", plain_log(&lb));
-    assert!(std::net::TcpStream::connect(file_listen).is_err(), "the file's listener is open");
+    assert_eq!(
+        served_by(cm_listen).as_deref(),
+        Some("from-configmap"),
+        "{}",
+        plain_log(&lb)
+    );
+    assert!(
+        std::net::TcpStream::connect(file_listen).is_err(),
+        "the file's listener is open"
+    );
 
     // A bad ConfigMap: logged with the field, the last good one stays in force.
     let mut bad = configmap("lb-config", cm_listen, &backend_addr.to_string());

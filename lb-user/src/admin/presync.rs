@@ -1,5 +1,8 @@
-//! The admin address before the first Kubernetes sync: `/healthz` 200 (the process is alive) and
-//! `/readyz` 503 (nothing is served yet), until the real admin endpoint takes the address over.
+//! The admin address before the first Kubernetes sync: `/readyz` (and `/healthz`) 503, nothing is
+//! served yet, until the real admin endpoint takes the address over.
+//!
+//! `/healthz` stays "started" (deploy/'s startupProbe keeps liveness off until it answers, and
+//! tests/tests/deploy_capabilities.rs reads it as "XDP attached"), so it is 503 here too.
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -52,8 +55,7 @@ impl PreSync {
 
 async fn answer(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match req.uri().path() {
-        "/healthz" => (StatusCode::OK, "ok\n"),
-        "/readyz" => (
+        "/readyz" | "/healthz" => (
             StatusCode::SERVICE_UNAVAILABLE,
             "waiting for the first full list from the Kubernetes API\n",
         ),
