@@ -203,12 +203,62 @@ impl Pkt {
     }
 }
 
-/// Counters that moved between two reads.
+/// Counters that moved between two reads, except what the attached veths receive on their own
+/// (ICMPv6 neighbour/router solicitations, ARP) while a fixture runs.
 pub fn deltas(before: &[(Reason, StatValue)], after: &[(Reason, StatValue)]) -> Vec<(Reason, u64)> {
     before
         .iter()
         .zip(after)
-        .filter(|(b, a)| b.1 != a.1)
+        .filter(|(b, a)| b.1 != a.1 && !matches!(b.0, Reason::Icmp | Reason::NotIp))
         .map(|(b, a)| (b.0, a.1.packets - b.1.packets))
         .collect()
+}
+
+/// Equal frames, or where they first differ.
+pub fn same_frame(out: &[u8], expected: &[u8]) -> Result<(), String> {
+    if out == expected {
+        return Ok(());
+    }
+    let at = out
+        .iter()
+        .zip(expected)
+        .position(|(a, b)| a != b)
+        .unwrap_or(out.len().min(expected.len()));
+    Err(format!(
+        "frame differs at byte {at} (len {} vs {}): got {:02x?}, want {:02x?}",
+        out.len(),
+        expected.len(),
+        &out[at..(at + 8).min(out.len())],
+        &expected[at..(at + 8).min(expected.len())]
+    ))
+}
+
+/// Source and destination (address, port) of an untagged IPv4/IPv6 TCP/UDP frame.
+pub fn addrs(f: &[u8]) -> Result<(SocketAddr, SocketAddr), String> {
+    let get = |a: usize, n: usize| {
+        f.get(a..a + n)
+            .ok_or_else(|| format!("frame too short at {a}"))
+    };
+    let port = |a: usize| get(a, 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    match f.get(12..14) {
+        Some([0x08, 0x00]) => {
+            let ihl = (get(14, 1)?[0] & 0x0f) as usize * 4;
+            let s: [u8; 4] = get(26, 4)?.try_into().map_err(|_| "v4 src")?;
+            let d: [u8; 4] = get(30, 4)?.try_into().map_err(|_| "v4 dst")?;
+            let l4 = 14 + ihl;
+            Ok((
+                SocketAddr::from((s, port(l4)?)),
+                SocketAddr::from((d, port(l4 + 2)?)),
+            ))
+        }
+        Some([0x86, 0xdd]) => {
+            let s: [u8; 16] = get(22, 16)?.try_into().map_err(|_| "v6 src")?;
+            let d: [u8; 16] = get(38, 16)?.try_into().map_err(|_| "v6 dst")?;
+            Ok((
+                SocketAddr::from((s, port(54)?)),
+                SocketAddr::from((d, port(56)?)),
+            ))
+        }
+        _ => Err("not an untagged IP frame".into()),
+    }
 }
