@@ -144,6 +144,8 @@ struct State {
     watchers: Vec<Watcher>,
     next_watch: u64,
     status_writes: Vec<StatusWrite>,
+    /// API groups answered with 404, as an API server without those CRDs does.
+    hidden_groups: Vec<String>,
 }
 
 struct Shared {
@@ -188,6 +190,7 @@ impl MockApi {
             watchers: Vec::new(),
             next_watch: 0,
             status_writes: Vec::new(),
+            hidden_groups: Vec::new(),
         };
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -295,6 +298,12 @@ impl MockApi {
     }
 
     /// List requests answered 200.
+    /// From now on the API group `group` (e.g. `gateway.networking.k8s.io`) is not served:
+    /// lists and watches of its kinds get 404, as when its CRDs are not installed.
+    pub fn hide_group(&self, group: &str) {
+        self.shared.lock().hidden_groups.push(group.to_string());
+    }
+
     pub fn lists(&self) -> u64 {
         self.shared.lists.load(Ordering::Relaxed)
     }

@@ -268,3 +268,19 @@ async fn expired_watch_relists_and_keeps_state() -> anyhow::Result<()> {
     assert_eq!(names(&o.ingresses), ["shop/web"]);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_gateway_crds_do_not_hold_back_the_first_sync() -> anyhow::Result<()> {
+    let mock = MockApi::start()?;
+    mock.hide_group("gateway.networking.k8s.io");
+    mock.apply(class());
+    let w = start(&mock, &Options::default())?;
+    let mut rx = w.objects();
+    // Without the Gateway API CRDs the Ingress world still syncs (a cluster without them must
+    // not leave every node unready), and Gateway kinds are simply none.
+    let o = wait_for(&mut rx, "the first sync without Gateway CRDs", |_| true).await;
+    assert!(w.synced());
+    assert_eq!(names(&o.ingress_classes), ["/lb"]);
+    assert!(o.gateways.is_empty() && o.http_routes.is_empty());
+    Ok(())
+}

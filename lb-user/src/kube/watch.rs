@@ -311,6 +311,16 @@ impl Watchers {
             while let Some(item) = stream.next().await {
                 let mut event = match item {
                     Ok(event) => event,
+                    Err(watcher::Error::InitialListFailed(kube::Error::Api(s))) if s.code == 404 => {
+                        // The kind is not served (e.g. the Gateway API CRDs are not installed):
+                        // none of it exists, which must not hold back the first sync. The
+                        // watcher keeps retrying and fills the store once the kind appears.
+                        if !synced.swap(true, Ordering::AcqRel) {
+                            tracing::warn!(kind, "kube: the API server does not serve this kind (CRD not installed?): treated as none until it does");
+                            changed.send_replace(());
+                        }
+                        continue;
+                    }
                     Err(e) => {
                         outage(&kind, &e, &mut failed, &failing);
                         continue;

@@ -169,7 +169,12 @@ fn stream_watch(
 
 fn route(sh: &Shared, method: &str, target: &str) -> Reply {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let Some((res, ns)) = resolve(path).filter(|_| method == "GET") else {
+    let hidden = |res: &(Res, Option<&str>)| {
+        let group = res.0 .0.split_once('/').map_or("", |(g, _)| g);
+        sh.lock().hidden_groups.iter().any(|h| h == group)
+    };
+    let found = resolve(path).filter(|r| method == "GET" && !hidden(r));
+    let Some((res, ns)) = found else {
         let msg = format!("the server could not find the requested resource ({method} {path})");
         return Reply::Json(404, status(404, "NotFound", &msg));
     };
