@@ -3,6 +3,10 @@
 
 mod control;
 mod kube;
+mod l4;
+mod l4_load;
+mod l4_peers;
+mod l4_world;
 mod l7;
 mod proc;
 mod reload;
@@ -20,12 +24,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Suites that exist so far, in run order. `l4` arrives with the XDP L4 dataplane; regex paths
-/// (routes), HTTP/2 (l7) and the runtime API (reload) with the L7 and health work.
-pub const SUITES: [&str; 7] = [
-    "l7", "scrape", "routes", "reload", "xdp", "control", "kube",
+/// Suites that exist so far, in run order. Regex paths (routes), HTTP/2 (l7) and the runtime
+/// API (reload) arrived with the L7 and health work, `l4` with the XDP L4 dataplane.
+pub const SUITES: [&str; 8] = [
+    "l7", "scrape", "routes", "reload", "xdp", "l4", "control", "kube",
 ];
-const PEERS: [&str; 4] = ["haproxy", "nginx", "wrk", "util-linux"];
+const PEERS: [&str; 6] = [
+    "haproxy",
+    "nginx",
+    "wrk",
+    "util-linux",
+    "iptables",
+    "iperf3",
+];
 
 /// Where and how long to measure.
 pub struct Env {
@@ -192,6 +203,7 @@ pub fn run(suites: &[String], quick: bool) -> Result<()> {
             "routes" => routes::run(&env)?,
             "reload" => reload::run(&env)?,
             "xdp" => xdp::run(&env)?,
+            "l4" => l4::run(&env)?,
             "control" => control::run(&env)?,
             "kube" => kube::run(&env)?,
             _ => unreachable!("checked above"),
