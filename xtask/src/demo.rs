@@ -286,7 +286,6 @@ fn report(
             println!("  {line}");
         }
     }
-
 }
 
 fn next_steps() {
