@@ -1,10 +1,13 @@
-//! Builds lb-ebpf with Debian's rustc/cargo (bpfel-unknown-none, bpf-linker) and copies the
-//! object to <target>/bpf/lb-ebpf.o, where lb-user's build.rs embeds it.
+//! Builds lb-ebpf with Debian's rustc/cargo (bpfel-unknown-none, bpf-linker) and copies its two
+//! objects (XDP: lb-ebpf.o, SK_REUSEPORT: lb-reuseport.o) to <target>/bpf/ for lb-user's build.rs.
 
 use crate::setup::{DEBIAN_CARGO, DEBIAN_RUSTC};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::Command;
+
+/// The lb-ebpf bins, each copied to `<target>/bpf/<name>.o`; the first is the XDP object.
+pub const OBJECTS: [&str; 2] = ["lb-ebpf", "lb-reuseport"];
 
 /// Variables from the outer (rustup) cargo that must not leak into the Debian build.
 const SCRUB: [&str; 8] = [
@@ -18,6 +21,7 @@ const SCRUB: [&str; 8] = [
     "CARGO",
 ];
 
+/// Builds both objects; returns the XDP object's path (the reuseport one is next to it).
 pub fn ebpf(release: bool) -> Result<PathBuf> {
     let root = crate::root();
     let target = crate::target_dir();
@@ -46,20 +50,22 @@ pub fn ebpf(release: bool) -> Result<PathBuf> {
     }
     crate::run_cmd(&mut cmd)?;
     let profile = if release { "release" } else { "debug" };
-    let built = ebpf_target
-        .join("bpfel-unknown-none")
-        .join(profile)
-        .join("lb-ebpf");
+    let built_dir = ebpf_target.join("bpfel-unknown-none").join(profile);
     let dest_dir = target.join("bpf");
     std::fs::create_dir_all(&dest_dir)?;
-    let dest = dest_dir.join("lb-ebpf.o");
-    // Copy only on change so lb-user is not rebuilt needlessly.
-    let new = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
-    if std::fs::read(&dest).ok().as_deref() != Some(new.as_slice()) {
-        std::fs::write(&dest, &new).with_context(|| format!("writing {}", dest.display()))?;
+    let mut paths = Vec::new();
+    for name in OBJECTS {
+        let built = built_dir.join(name);
+        let dest = dest_dir.join(format!("{name}.o"));
+        // Copy only on change so lb-user is not rebuilt needlessly.
+        let new = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
+        if std::fs::read(&dest).ok().as_deref() != Some(new.as_slice()) {
+            std::fs::write(&dest, &new).with_context(|| format!("writing {}", dest.display()))?;
+        }
+        eprintln!("eBPF object: {} ({} bytes)", dest.display(), new.len());
+        paths.push(dest);
     }
-    eprintln!("eBPF object: {} ({} bytes)", dest.display(), new.len());
-    Ok(dest)
+    Ok(paths.swap_remove(0))
 }
 
 fn cargo_home() -> Option<PathBuf> {
