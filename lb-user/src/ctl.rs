@@ -17,6 +17,14 @@ pub enum Action {
     SetWeight(String),
     State(&'static str),
     Reset,
+    /// The L7 workers of listeners with workers > 1.
+    Workers,
+    /// Drain or ready worker K (on every listener that has it, or on one).
+    WorkerState {
+        worker: u32,
+        state: &'static str,
+        listener: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -31,6 +39,19 @@ impl Ctl {
     pub async fn run(&self, action: Action, target: Option<(String, String)>) -> Result<String> {
         let (method, path, body) = match (&action, &target) {
             (Action::Status, _) => ("GET", "/api/v1/status".to_string(), None),
+            (Action::Workers, _) => ("GET", "/api/v1/workers".to_string(), None),
+            (
+                Action::WorkerState {
+                    worker,
+                    state,
+                    listener,
+                },
+                _,
+            ) => {
+                let body = json!({ "state": state, "listener": listener });
+                let path = format!("/api/v1/workers/{worker}");
+                ("PUT", path, Some(body.to_string()))
+            }
             (a, Some((c, e))) => {
                 let body = match a {
                     Action::SetWeight(w) => match w.parse::<u64>() {
@@ -39,7 +60,7 @@ impl Ctl {
                     },
                     Action::State(s) => json!({ "state": s }),
                     Action::Reset => json!({ "reset": true }),
-                    Action::Status => unreachable!("handled above"),
+                    _ => unreachable!("handled above"),
                 };
                 let path = format!("/api/v1/clusters/{}/endpoints/{}", encode(c), encode(e));
                 ("PUT", path, Some(body.to_string()))
@@ -59,6 +80,14 @@ impl Ctl {
         }
         Ok(match action {
             Action::Status => status_table(&v),
+            Action::Workers => workers_table(&v),
+            Action::WorkerState { worker, state, .. } => {
+                let names: Vec<&str> = v["listeners"]
+                    .as_array()
+                    .map(|ls| ls.iter().filter_map(|l| l["listener"].as_str()).collect())
+                    .unwrap_or_default();
+                format!("worker {worker}: {state} on {}", names.join(", "))
+            }
             _ => {
                 let e = &v["endpoint"];
                 format!(
@@ -167,6 +196,41 @@ fn status_table(v: &Value) -> String {
                 } else {
                     format!(": {reason}")
                 },
+            );
+        }
+    }
+    out
+}
+
+fn workers_table(v: &Value) -> String {
+    let mut out = String::new();
+    let empty = Vec::new();
+    let listeners = v["listeners"].as_array().unwrap_or(&empty);
+    if listeners.is_empty() {
+        out.push_str("no listener has workers > 1\n");
+    }
+    for l in listeners {
+        let _ = writeln!(
+            out,
+            "listener {} ({}, steering {}, program {})",
+            l["listener"].as_str().unwrap_or(""),
+            l["address"].as_str().unwrap_or(""),
+            l["steering"].as_str().unwrap_or(""),
+            l["program"].as_str().unwrap_or(""),
+        );
+        let _ = writeln!(
+            out,
+            "  {:<6} {:<6} {:>11} {:>10}",
+            "WORKER", "STATE", "CONNECTIONS", "ACCEPTED"
+        );
+        for w in l["workers"].as_array().unwrap_or(&empty) {
+            let _ = writeln!(
+                out,
+                "  {:<6} {:<6} {:>11} {:>10}",
+                w["worker"].to_string(),
+                w["state"].as_str().unwrap_or(""),
+                w["connections"].to_string(),
+                w["accepted"].to_string(),
             );
         }
     }

@@ -102,6 +102,21 @@ enum CtlCmd {
     Ready { cluster: String, endpoint: String },
     /// Remove every runtime override of the endpoint.
     Reset { cluster: String, endpoint: String },
+    /// L7 workers (listeners with workers > 1): state, open and accepted connections.
+    Workers,
+    /// No new connections to worker K (SK_REUSEPORT steering); its open ones finish.
+    DrainWorker {
+        worker: u32,
+        /// Only on this listener (default: every listener that has worker K).
+        #[arg(long)]
+        listener: Option<String>,
+    },
+    /// Worker K takes new connections again.
+    ReadyWorker {
+        worker: u32,
+        #[arg(long)]
+        listener: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -211,6 +226,29 @@ fn ctl(c: lb_user::ctl::Ctl, cmd: CtlCmd) -> ExitCode {
         CtlCmd::Maint { cluster, endpoint } => (Action::State("maint"), Some((cluster, endpoint))),
         CtlCmd::Ready { cluster, endpoint } => (Action::State("ready"), Some((cluster, endpoint))),
         CtlCmd::Reset { cluster, endpoint } => (Action::Reset, Some((cluster, endpoint))),
+        CtlCmd::Workers => (Action::Workers, None),
+        CtlCmd::DrainWorker { worker, listener } => {
+            let state = "drain";
+            (
+                Action::WorkerState {
+                    worker,
+                    state,
+                    listener,
+                },
+                None,
+            )
+        }
+        CtlCmd::ReadyWorker { worker, listener } => {
+            let state = "ready";
+            (
+                Action::WorkerState {
+                    worker,
+                    state,
+                    listener,
+                },
+                None,
+            )
+        }
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

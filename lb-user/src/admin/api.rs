@@ -71,13 +71,26 @@ pub async fn handle(admin: &Admin, peer: SocketAddr, req: Request<hyper::body::I
             };
             change(admin, &c, &e, &body).await
         }
-        (_, ["api", "v1", "status" | "clusters"] | ["api", "v1", "clusters", _]) => {
+        (Method::GET, ["api", "v1", "workers"]) => ok(admin.metrics.workers.status()),
+        (Method::PUT | Method::POST, ["api", "v1", "workers", k]) => {
+            let k = k.to_string();
+            match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(b) => match admin.metrics.workers.put(&k, &b.to_bytes()) {
+                    Ok(v) => ok(v),
+                    Err(crate::proxy::workers::Refused(s, m)) => error(s, m),
+                },
+                Err(_) => error(413, format!("body larger than {MAX_BODY} bytes")),
+            }
+        }
+        (_, ["api", "v1", "status" | "clusters" | "workers"] | ["api", "v1", "clusters", _]) => {
             error(405, "only GET")
         }
-        (_, ["api", "v1", "clusters", _, "endpoints", _]) => error(405, "use PUT or POST"),
+        (_, ["api", "v1", "clusters", _, "endpoints", _] | ["api", "v1", "workers", _]) => {
+            error(405, "use PUT or POST")
+        }
         _ => error(
             404,
-            "unknown API path: GET /api/v1/status, GET /api/v1/clusters[/NAME], PUT /api/v1/clusters/NAME/endpoints/NAME",
+            "unknown API path: GET /api/v1/status, GET /api/v1/clusters[/NAME], PUT /api/v1/clusters/NAME/endpoints/NAME, GET /api/v1/workers, PUT /api/v1/workers/K",
         ),
     }
 }

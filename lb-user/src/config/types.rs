@@ -64,6 +64,23 @@ pub struct Listener {
     /// Who may set X-Forwarded-* / Forwarded headers that we keep (append to).
     #[serde(default)]
     pub forwarded: Forwarded,
+    /// Worker threads accepting on this address, each with its own SO_REUSEPORT socket and
+    /// single-threaded runtime (1: one socket served by the shared runtime).
+    #[serde(default = "one")]
+    pub workers: u32,
+    /// How the SK_REUSEPORT program picks a worker for a new connection (workers > 1).
+    #[serde(default)]
+    pub steering: Steering,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Steering {
+    /// The connection's 4-tuple hash modulo the workers not drained.
+    #[default]
+    FlowHash,
+    /// The worker (not drained) with the fewest open connections.
+    LeastLoaded,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -187,6 +204,10 @@ pub struct Xdp {
 
 pub(super) fn yes() -> bool {
     true
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn default_proxy_timeout() -> Interval {

@@ -123,6 +123,15 @@ fn listener(errs: &mut Vec<ConfigError>, at: &str, l: &Listener) {
             ));
         }
     }
+    if !(1..=lb_common::reuseport::MAX_WORKERS).contains(&l.workers) {
+        errs.push(ConfigError::new(
+            format!("{at}.workers"),
+            format!(
+                "must be between 1 and {}",
+                lb_common::reuseport::MAX_WORKERS
+            ),
+        ));
+    }
     let lim = &l.limits;
     if !(MIN_HEADER_BYTES..=1 << 20).contains(&lim.max_header_bytes) {
         errs.push(ConfigError::new(

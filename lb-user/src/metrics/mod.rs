@@ -6,6 +6,7 @@ mod endpoints;
 mod l4;
 mod process;
 pub mod stats;
+mod workers;
 mod xdp;
 
 use crate::bpf::Dataplane;
@@ -46,6 +47,8 @@ pub struct Metrics {
     published: Gauge,
     reloads: Family<ResultLabels, Counter>,
     table: Arc<OnceLock<TableSource>>,
+    /// The L7 workers of listeners with workers > 1 (counters, drain flags, steering).
+    pub workers: Arc<crate::proxy::workers::Workers>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -92,6 +95,8 @@ impl Metrics {
         if let Some(dp) = xdp {
             registry.register_collector(Box::new(xdp::XdpCollector::new(dp)));
         }
+        let workers = Arc::default();
+        registry.register_collector(Box::new(workers::WorkerCollector(Arc::clone(&workers))));
         Metrics {
             registry,
             http,
@@ -100,6 +105,7 @@ impl Metrics {
             published,
             reloads,
             table,
+            workers,
         }
     }
 

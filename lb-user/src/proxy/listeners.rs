@@ -1,7 +1,9 @@
-//! The listener set: binds what the snapshot lists, stops what it no longer lists (open
-//! connections finish); each connection: limit, PROXY header, TLS, then HTTP/1.1 or HTTP/2.
+//! The listener set: binds what the snapshot lists (one socket, or one SO_REUSEPORT socket per
+//! worker), stops the rest (open connections finish); per connection: limit, PROXY, TLS, HTTP.
 
 use super::h1guard::HeadGuard;
+use super::worker_pool::{self, Pool, Worker};
+use super::workers::Group;
 use super::{handler, ProxyCtx};
 use crate::config::Listener;
 use crate::proxy_protocol;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -35,9 +38,20 @@ pub struct ConnInfo {
 pub struct ListenerSet {
     ctx: Arc<ProxyCtx>,
     /// Accept loops by (name, address); cancelling one stops that listener only.
-    running: HashMap<(String, SocketAddr), CancellationToken>,
+    running: HashMap<(String, SocketAddr), Running>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// Threads of listeners with workers > 1.
+    pool: Pool,
+}
+
+/// A listener being served: one accept loop on the shared runtime (workers: 1) or one per
+/// worker thread on a SO_REUSEPORT group.
+struct Running {
+    workers: u32,
+    stop: CancellationToken,
+    loops: Vec<JoinHandle<()>>,
+    group: Option<Arc<Group>>,
 }
 
 impl ListenerSet {
@@ -47,49 +61,125 @@ impl ListenerSet {
             running: HashMap::new(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            pool: Pool::default(),
         }
     }
 
-    /// Makes the running set equal `wanted`. Bind failures are returned (one line each) after
-    /// everything else has been applied.
+    /// Makes the running set equal `wanted`. A listener whose worker count changes is stopped
+    /// and bound again; a steering change is applied in place. Bind failures are returned (one
+    /// line each) after everything else has been applied.
     pub async fn apply(&mut self, wanted: &[Listener]) -> Vec<String> {
-        let keys: Vec<(String, SocketAddr)> =
-            wanted.iter().map(|l| (l.name.clone(), l.address)).collect();
-        self.running.retain(|key, stop| {
-            let keep = keys.contains(key);
-            if !keep {
-                tracing::info!(listener = %key.0, address = %key.1, "listener removed");
-                stop.cancel();
-            }
-            keep
-        });
-        let mut errors = Vec::new();
+        let registry = self.ctx.metrics.workers.clone();
+        let mut stopped = Vec::new();
+        let keys: Vec<_> = self.running.keys().cloned().collect();
         for key in keys {
+            let want = wanted
+                .iter()
+                .find(|l| l.name == key.0 && l.address == key.1);
+            let Some(run) = self.running.get(&key) else {
+                continue;
+            };
+            match want {
+                Some(l) if l.workers == run.workers => {
+                    if let Some(g) = run.group.as_ref().filter(|g| g.mode() != l.steering) {
+                        g.set_mode(l.steering);
+                    }
+                }
+                _ => {
+                    tracing::info!(listener = %key.0, address = %key.1, "listener removed or its workers changed");
+                    if let Some(run) = self.running.remove(&key) {
+                        run.stop.cancel();
+                        if let Some(g) = &run.group {
+                            registry.unregister(g, want.is_none());
+                        }
+                        stopped.push(run);
+                    }
+                }
+            }
+        }
+        // Their sockets must be closed before the address is bound again.
+        for loop_ in stopped.into_iter().flat_map(|r| r.loops) {
+            let _ = loop_.await;
+        }
+        let mut errors = Vec::new();
+        for l in wanted {
+            let key = (l.name.clone(), l.address);
             if self.running.contains_key(&key) {
                 continue;
             }
-            match TcpListener::bind(key.1).await {
-                Ok(sock) => {
-                    let local = sock.local_addr().unwrap_or(key.1);
-                    tracing::info!(listener = %key.0, address = %local, "listening");
-                    let stop = self.shutdown.child_token();
-                    self.tracker.spawn(accept_loop(
-                        sock,
-                        key.0.as_str().into(),
-                        self.ctx.clone(),
-                        stop.clone(),
-                        self.shutdown.clone(),
-                        self.tracker.clone(),
-                    ));
-                    self.running.insert(key, stop);
+            let started = if l.workers > 1 {
+                self.start_group(l)
+            } else {
+                self.start_single(l).await
+            };
+            match started {
+                Ok(run) => {
+                    self.running.insert(key, run);
                 }
-                Err(e) => errors.push(format!("listener {} on {}: {e}", key.0, key.1)),
+                Err(e) => errors.push(e),
             }
         }
         errors
     }
 
-    /// Stops accepting, asks every connection to finish its in-flight request, waits up to `grace`.
+    async fn start_single(&mut self, l: &Listener) -> Result<Running, String> {
+        let sock = TcpListener::bind(l.address)
+            .await
+            .map_err(|e| format!("listener {} on {}: {e}", l.name, l.address))?;
+        let local = sock.local_addr().unwrap_or(l.address);
+        tracing::info!(listener = %l.name, address = %local, "listening");
+        let stop = self.shutdown.child_token();
+        let loop_ = self.tracker.spawn(accept_loop(
+            sock,
+            l.name.as_str().into(),
+            None,
+            self.ctx.clone(),
+            stop.clone(),
+            self.shutdown.clone(),
+            self.tracker.clone(),
+        ));
+        Ok(Running {
+            workers: 1,
+            stop,
+            loops: vec![loop_],
+            group: None,
+        })
+    }
+
+    fn start_group(&mut self, l: &Listener) -> Result<Running, String> {
+        let registry = self.ctx.metrics.workers.clone();
+        let slots = registry.slots(&l.name, l.workers as usize);
+        let bound = worker_pool::bind(l, slots, &mut self.pool)?;
+        let group = bound.group;
+        tracing::info!(listener = %l.name, address = %group.address, workers = l.workers, steering = ?l.steering, "listening");
+        registry.register(group.clone());
+        let stop = self.shutdown.child_token();
+        let name: Arc<str> = l.name.as_str().into();
+        let mut loops = Vec::new();
+        for (k, (handle, sock, writer)) in bound.workers.into_iter().enumerate() {
+            let worker = Worker::new(&group, k, writer);
+            handle.spawn(worker.clone().sync_load(stop.clone()));
+            let accept = accept_loop(
+                sock,
+                name.clone(),
+                Some(worker),
+                self.ctx.clone(),
+                stop.clone(),
+                self.shutdown.clone(),
+                self.tracker.clone(),
+            );
+            loops.push(handle.spawn(self.tracker.track_future(accept)));
+        }
+        Ok(Running {
+            workers: l.workers,
+            stop,
+            loops,
+            group: Some(group),
+        })
+    }
+
+    /// Stops accepting, asks every connection to finish its in-flight request, waits up to
+    /// `grace`, then ends the worker threads.
     pub async fn shutdown(self, grace: Duration) {
         self.shutdown.cancel();
         self.tracker.close();
@@ -102,12 +192,16 @@ impl ListenerSet {
                 "connections still open after the grace period; closing them"
             );
         }
+        self.pool.shutdown();
     }
 }
 
+/// Accepts until `stop`; each connection runs on the runtime this loop runs on (a worker
+/// thread's, or the shared one).
 async fn accept_loop(
     sock: TcpListener,
     name: Arc<str>,
+    worker: Option<Worker>,
     ctx: Arc<ProxyCtx>,
     stop: CancellationToken,
     shutdown: CancellationToken,
@@ -143,9 +237,11 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         let name = name.clone();
         let open = stats.map(|s| s.open());
+        let counted = worker.as_ref().map(Worker::open);
         tracker.spawn(async move {
             let _permit = permit;
             let _open = open;
+            let _counted = counted;
             if let Err(e) = serve(stream, peer, name, ctx, shutdown).await {
                 tracing::debug!(%peer, error = %e, "connection closed");
             }

@@ -17,6 +17,8 @@ pub mod stats;
 pub mod table;
 pub mod tunnel;
 pub mod upstream;
+pub mod worker_pool;
+pub mod workers;
 
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
