@@ -11,6 +11,7 @@ mod l7;
 mod proc;
 mod reload;
 mod report;
+mod reuseport;
 mod routes;
 mod runtime;
 mod scrape;
@@ -26,8 +27,16 @@ use std::time::Duration;
 
 /// Suites that exist so far, in run order. Regex paths (routes), HTTP/2 (l7) and the runtime
 /// API (reload) arrived with the L7 and health work, `l4` with the XDP L4 dataplane.
-pub const SUITES: [&str; 8] = [
-    "l7", "scrape", "routes", "reload", "xdp", "l4", "control", "kube",
+pub const SUITES: [&str; 9] = [
+    "l7",
+    "scrape",
+    "routes",
+    "reload",
+    "xdp",
+    "l4",
+    "control",
+    "kube",
+    "reuseport",
 ];
 const PEERS: [&str; 6] = [
     "haproxy",
@@ -205,6 +214,7 @@ pub fn run(suites: &[String], quick: bool) -> Result<()> {
             "xdp" => xdp::run(&env)?,
             "l4" => l4::run(&env)?,
             "control" => control::run(&env)?,
+            "reuseport" => reuseport::run(&env)?,
             "kube" => kube::run(&env)?,
             _ => unreachable!("checked above"),
         };
