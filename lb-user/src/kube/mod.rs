@@ -17,11 +17,11 @@ pub mod watch;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_annotations;
+#[cfg(test)]
 mod tests_gateway;
 #[cfg(test)]
 mod tests_services;
-#[cfg(test)]
-mod tests_annotations;
 
 use crate::config::{Cluster, Route};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
@@ -130,7 +130,11 @@ pub fn to_config_with(objs: &Objects, opts: &Options, plain_listeners: &[String]
     ours.sort_by(|a, b| {
         let key = |i: &Ingress| {
             let canary = annotations::is_canary(i.metadata.annotations.as_ref());
-            (canary, i.metadata.namespace.clone(), i.metadata.name.clone())
+            (
+                canary,
+                i.metadata.namespace.clone(),
+                i.metadata.name.clone(),
+            )
         };
         key(a).cmp(&key(b))
     });
