@@ -3,14 +3,13 @@
 //!
 //! Each contender gets its own identical copy of the topology (so conntrack hooks, XDP programs
 //! and local VIPs never meet), plus a routed reference without a load balancer ("direct").
-//! Everything runs on CPU 1; the kernel does the forwarding in softirq on the sending CPU, so
-//! the CPU numbers are that core's /proc/stat time, not any one process's.
+//! Everything runs on CPU 1; see `notes` for how CPU time is counted.
 
 use super::l4_load::{iperf3, short_exchanges, Cpu, CLIENT_THREADS};
 use super::l4_peers::{start, xdp_counters, Contender, KINDS};
 use super::l4_world::{Servers, World};
 use super::{median, Env, SuiteResult};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::time::{Duration, Instant};
 
 /// The core the whole topology (client, backends, HAProxy, lb, iperf3) runs on: the harness
@@ -50,23 +49,23 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
         iperf3(&c.world.client, c.bulk, 1, &env.scratch)?;
     }
     let mut result = SuiteResult::new("l4");
-    let idle0 = cpu0_share(|| Ok(()), Duration::from_secs(1))?;
     let mut cpu0 = Vec::new();
-    let (rate, cpu_conn) = measure_short(env, &contenders, short_dur, &mut result, &mut cpu0)?;
-    let (gbit, cpu_gb) = measure_bulk(env, &contenders, bulk_secs, &mut result, &mut cpu0)?;
-    for (scenario, metric, values, higher) in [
-        (SHORT, "connection rate", &rate, true),
-        (SHORT, "CPU per connection", &cpu_conn, false),
-        (BULK, "throughput", &gbit, true),
-        (BULK, "CPU per GB", &cpu_gb, false),
+    let short = measure_short(env, &contenders, short_dur, &mut cpu0)?;
+    short.write(&mut result, SHORT, &["CPU per connection"]);
+    let bulk = measure_bulk(env, &contenders, bulk_secs, &mut cpu0)?;
+    bulk.write(&mut result, BULK, &["CPU per GB", "CPU per packet"]);
+    for (t, scenario, metrics) in [
+        (&short, SHORT, ["connection rate", "CPU per connection"]),
+        (&bulk, BULK, ["throughput", "CPU per GB"]),
     ] {
-        paired(&mut result, scenario, metric, values, higher);
+        for m in metrics {
+            t.paired(&mut result, scenario, m);
+        }
     }
     let mut notes = notes(env, short_dur, bulk_secs);
     notes.push(format!(
-        "CPU 0 (other tenants, not the topology) was {:.0}% busy during the runs (median; {:.0}% before them).",
-        median(&cpu0) * 100.0,
-        idle0 * 100.0
+        "CPU 0 (other tenants: the topology is on CPU {WORLD_CPU}) was {:.0}% busy during the runs (median).",
+        median(&cpu0) * 100.0
     ));
     for c in contenders.iter().filter(|c| c.lb.is_some()) {
         notes.push(xdp_counters(c)?);
@@ -80,30 +79,135 @@ fn order(r: usize, n: usize) -> impl Iterator<Item = usize> {
     (0..n).map(move |k| (k + r) % n)
 }
 
-/// Busy share of CPU 0 while `f` runs (a check that the topology stayed on CPU 1, and of how
-/// loaded the rest of the machine was).
-fn cpu0_share(f: impl FnOnce() -> Result<()>, at_least: Duration) -> Result<f64> {
-    let (t0, c0) = (Instant::now(), Cpu::read(0)?);
-    f()?;
-    std::thread::sleep(at_least.saturating_sub(t0.elapsed()));
-    let wall = t0.elapsed().as_secs_f64().max(0.2);
-    Ok(Cpu::read(0)?.since(c0).busy / wall)
+/// CPU time used while contender `i` runs (see `notes`).
+struct Used {
+    /// Seconds: the harness's process tree and ksoftirqd, minus the other contenders' processes.
+    own: f64,
+    /// Seconds: CPU `WORLD_CPU`'s /proc/stat busy and system+softirq time.
+    busy: f64,
+    sys_softirq: f64,
+    /// Seconds: the contender's own process (lb, HAProxy), if it has one.
+    process: Option<f64>,
+    /// Busy share of CPU 0 (other tenants).
+    cpu0: f64,
 }
 
-type PerContender = Vec<Vec<f64>>;
+struct Meter {
+    t0: Instant,
+    cpu: Cpu,
+    cpu0: Cpu,
+    others: f64,
+    process: Option<f64>,
+}
 
-fn measure_short(
-    env: &Env,
-    cs: &[Contender],
-    dur: Duration,
-    result: &mut SuiteResult,
-    cpu0: &mut Vec<f64>,
-) -> Result<(PerContender, PerContender)> {
-    let n = cs.len();
-    let [mut rate, mut p99, mut cpu, mut failed, mut process] =
-        [(); 5].map(|_| vec![Vec::new(); n]);
+fn others(cs: &[Contender], i: usize) -> f64 {
+    cs.iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .filter_map(|(_, c)| c.process_cpu())
+        .sum()
+}
+
+impl Meter {
+    fn start(cs: &[Contender], i: usize) -> Result<Meter> {
+        Ok(Meter {
+            t0: Instant::now(),
+            cpu: Cpu::read(WORLD_CPU)?,
+            cpu0: Cpu::read(0)?,
+            others: others(cs, i),
+            process: cs[i].process_cpu(),
+        })
+    }
+
+    fn stop(self, cs: &[Contender], i: usize) -> Result<Used> {
+        let cpu = Cpu::read(WORLD_CPU)?.since(self.cpu);
+        let wall = self.t0.elapsed().as_secs_f64().max(1e-3);
+        Ok(Used {
+            own: cpu.own - (others(cs, i) - self.others),
+            busy: cpu.busy,
+            sys_softirq: cpu.sys_softirq,
+            process: self.process.zip(cs[i].process_cpu()).map(|(a, b)| b - a),
+            cpu0: Cpu::read(0)?.since(self.cpu0).busy / wall,
+        })
+    }
+}
+
+/// Samples per metric and contender, in the order metrics were first added.
+struct Table {
+    n: usize,
+    metrics: Vec<(&'static str, &'static str, bool, Vec<Vec<f64>>)>,
+}
+
+impl Table {
+    fn new(n: usize) -> Table {
+        Table {
+            n,
+            metrics: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, metric: &'static str, unit: &'static str, higher: bool, i: usize, v: f64) {
+        let at = match self.metrics.iter().position(|m| m.0 == metric) {
+            Some(at) => at,
+            None => {
+                self.metrics
+                    .push((metric, unit, higher, vec![Vec::new(); self.n]));
+                self.metrics.len() - 1
+            }
+        };
+        self.metrics[at].3[i].push(v);
+    }
+
+    fn get(&self, metric: &str) -> Option<&Vec<Vec<f64>>> {
+        self.metrics.iter().find(|m| m.0 == metric).map(|m| &m.3)
+    }
+
+    /// One row per contender and metric; `above` metrics also get `METRIC above direct`: per
+    /// repetition, minus the routed reference's value (what the load balancer adds).
+    fn write(&self, result: &mut SuiteResult, scenario: &str, above: &[&str]) {
+        for (i, kind) in KINDS.iter().enumerate() {
+            for (metric, unit, higher, v) in &self.metrics {
+                if v[i].is_empty() {
+                    continue;
+                }
+                result.push(scenario, kind.name(), metric, unit, *higher, v[i].clone());
+                if above.contains(metric) && i != DIRECT {
+                    let d: Vec<f64> = v[i].iter().zip(&v[DIRECT]).map(|(a, d)| a - d).collect();
+                    let m = format!("{metric} above direct");
+                    result.push(scenario, kind.name(), &m, unit, *higher, d);
+                }
+            }
+        }
+    }
+
+    /// Rows `paired ratio vs PEER: METRIC` on each lb contender: per repetition, lb's value
+    /// over the peer's in the same repetition (this machine's speed drifts between them).
+    fn paired(&self, result: &mut SuiteResult, scenario: &str, metric: &str) {
+        let (Some(v), Some(higher)) = (
+            self.get(metric),
+            self.metrics.iter().find(|m| m.0 == metric).map(|m| m.2),
+        ) else {
+            return;
+        };
+        for lb in LBS {
+            for peer in PEERS {
+                let ratios: Vec<f64> = v[lb]
+                    .iter()
+                    .zip(&v[peer])
+                    .filter(|(_, p)| **p > 0.0)
+                    .map(|(a, p)| a / p)
+                    .collect();
+                let m = format!("paired ratio vs {}: {metric}", KINDS[peer].name());
+                result.push(scenario, KINDS[lb].name(), &m, "×", higher, ratios);
+            }
+        }
+    }
+}
+
+fn measure_short(env: &Env, cs: &[Contender], dur: Duration, cpu0: &mut Vec<f64>) -> Result<Table> {
+    let mut t = Table::new(cs.len());
     for r in 0..env.reps {
-        for i in order(r, n) {
+        for i in order(r, cs.len()) {
             let c = &cs[i];
             eprintln!(
                 "bench l4: short connections, {} ({}/{})",
@@ -111,16 +215,9 @@ fn measure_short(
                 r + 1,
                 env.reps
             );
-            let (before, proc0) = (Cpu::read(WORLD_CPU)?, c.process_cpu());
-            let mut s = None;
-            cpu0.push(cpu0_share(
-                || {
-                    s = Some(short_exchanges(&c.world.client, &c.web, dur)?);
-                    Ok(())
-                },
-                Duration::ZERO,
-            )?);
-            let (s, used) = (s.context("no run")?, Cpu::read(WORLD_CPU)?.since(before));
+            let meter = Meter::start(cs, i)?;
+            let s = short_exchanges(&c.world.client, &c.web, dur)?;
+            let used = meter.stop(cs, i)?;
             if s.ok == 0 || s.failed * 20 > s.ok {
                 bail!(
                     "{}: {} exchanges failed, {} succeeded",
@@ -129,150 +226,74 @@ fn measure_short(
                     s.ok
                 );
             }
-            rate[i].push(s.ok as f64 / s.secs);
-            p99[i].push(super::l7::percentile(&s.lat_ms, 99.0));
-            cpu[i].push(used.busy / s.ok as f64 * 1e6);
-            if let (Some(a), Some(b)) = (proc0, c.process_cpu()) {
-                process[i].push((b - a) / s.ok as f64 * 1e6);
-            }
-            failed[i].push(s.failed as f64);
-        }
-    }
-    for (i, c) in cs.iter().enumerate() {
-        let name = c.kind.name();
-        result.push(
-            SHORT,
-            name,
-            "connection rate",
-            "conn/s",
-            true,
-            rate[i].clone(),
-        );
-        result.push(SHORT, name, "p99 latency", "ms", false, p99[i].clone());
-        result.push(
-            SHORT,
-            name,
-            "CPU per connection",
-            "µs",
-            false,
-            cpu[i].clone(),
-        );
-        if i != DIRECT {
-            let above = above(&cpu[i], &cpu[DIRECT]);
-            result.push(
-                SHORT,
-                name,
-                "CPU per connection above direct",
-                "µs",
+            let per = |sec: f64| sec / s.ok as f64 * 1e6;
+            cpu0.push(used.cpu0);
+            t.add("connection rate", "conn/s", true, i, s.ok as f64 / s.secs);
+            t.add(
+                "p99 latency",
+                "ms",
                 false,
-                above,
+                i,
+                super::l7::percentile(&s.lat_ms, 99.0),
             );
+            t.add("CPU per connection", "µs", false, i, per(used.own));
+            if let Some(p) = used.process {
+                t.add("of which its own process", "µs", false, i, per(p));
+            }
+            t.add("CPU 1 busy per connection", "µs", false, i, per(used.busy));
+            t.add("failed connections", "count", false, i, s.failed as f64);
         }
-        result.push(
-            SHORT,
-            name,
-            "failed connections",
-            "count",
-            false,
-            failed[i].clone(),
-        );
     }
-    Ok((rate, cpu))
+    Ok(t)
 }
 
-fn measure_bulk(
-    env: &Env,
-    cs: &[Contender],
-    secs: u64,
-    result: &mut SuiteResult,
-    cpu0: &mut Vec<f64>,
-) -> Result<(PerContender, PerContender)> {
-    let n = cs.len();
-    let [mut gbit, mut per_gb, mut sys_gb, mut per_pkt, mut pkts, mut retr, mut process] =
-        [(); 7].map(|_| vec![Vec::new(); n]);
+fn measure_bulk(env: &Env, cs: &[Contender], secs: u64, cpu0: &mut Vec<f64>) -> Result<Table> {
+    let mut t = Table::new(cs.len());
     for r in 0..env.reps {
-        for i in order(r, n) {
+        for i in order(r, cs.len()) {
             let c = &cs[i];
             eprintln!("bench l4: bulk, {} ({}/{})", c.kind.name(), r + 1, env.reps);
-            let (before, p0) = (Cpu::read(WORLD_CPU)?, c.world.packets_into_node()?);
-            let proc0 = c.process_cpu();
-            let mut b = None;
-            cpu0.push(cpu0_share(
-                || {
-                    b = Some(iperf3(&c.world.client, c.bulk, secs, &env.scratch)?);
-                    Ok(())
-                },
-                Duration::ZERO,
-            )?);
-            let b = b.context("no run")?;
-            let used = Cpu::read(WORLD_CPU)?.since(before);
+            let p0 = c.world.packets_into_node()?;
+            let meter = Meter::start(cs, i)?;
+            let b = iperf3(&c.world.client, c.bulk, secs, &env.scratch)?;
+            let used = meter.stop(cs, i)?;
             let packets = (c.world.packets_into_node()? - p0) as f64;
             let gb = b.bytes / 1e9;
             if gb <= 0.0 || packets <= 0.0 {
                 bail!("{}: iperf3 moved no data", c.kind.name());
             }
-            gbit[i].push(b.bytes * 8.0 / b.secs / 1e9);
-            per_gb[i].push(used.busy / gb * 1e3);
-            sys_gb[i].push(used.sys_softirq / gb * 1e3);
-            per_pkt[i].push(used.busy / packets * 1e9);
-            if let (Some(a), Some(b)) = (proc0, c.process_cpu()) {
-                process[i].push((b - a) / gb * 1e3);
+            cpu0.push(used.cpu0);
+            t.add(
+                "throughput",
+                "Gbit/s",
+                true,
+                i,
+                b.bytes * 8.0 / b.secs / 1e9,
+            );
+            t.add("CPU per GB", "ms", false, i, used.own / gb * 1e3);
+            if let Some(p) = used.process {
+                t.add("of which its own process", "ms", false, i, p / gb * 1e3);
             }
-            pkts[i].push(packets / gb / 1e3);
-            retr[i].push(b.retransmits);
-        }
-    }
-    for (i, c) in cs.iter().enumerate() {
-        let name = c.kind.name();
-        let mut row = |metric: &str, unit: &str, higher: bool, v: &[f64]| {
-            result.push(BULK, name, metric, unit, higher, v.to_vec());
-        };
-        row("throughput", "Gbit/s", true, &gbit[i]);
-        row("CPU per GB", "ms", false, &per_gb[i]);
-        if i != DIRECT {
-            row(
-                "CPU per GB above direct",
+            t.add("CPU per packet", "ns", false, i, used.own / packets * 1e9);
+            t.add("CPU 1 busy per GB", "ms", false, i, used.busy / gb * 1e3);
+            t.add(
+                "CPU 1 sys+softirq per GB",
                 "ms",
                 false,
-                &above(&per_gb[i], &per_gb[DIRECT]),
+                i,
+                used.sys_softirq / gb * 1e3,
             );
-        }
-        if !process[i].is_empty() {
-            row("of which its own process", "ms", false, &process[i]);
-        }
-        row("sys+softirq per GB", "ms", false, &sys_gb[i]);
-        row("packets into the node per GB", "k", false, &pkts[i]);
-        row("CPU per packet", "ns", false, &per_pkt[i]);
-        if i != DIRECT {
-            let v = above(&per_pkt[i], &per_pkt[DIRECT]);
-            row("CPU per packet above direct", "ns", false, &v);
-        }
-        row("TCP retransmits", "count", false, &retr[i]);
-    }
-    Ok((gbit, per_gb))
-}
-
-/// Per repetition, a contender's value minus the routed reference's: the load balancer's own
-/// cost (client, backends and plain forwarding are in both).
-fn above(v: &[f64], direct: &[f64]) -> Vec<f64> {
-    v.iter().zip(direct).map(|(a, d)| a - d).collect()
-}
-
-/// Rows `paired ratio vs PEER: METRIC` on each lb contender: per repetition, lb's value over
-/// the peer's from the same repetition (this machine's speed drifts between repetitions).
-fn paired(result: &mut SuiteResult, scenario: &str, metric: &str, v: &PerContender, higher: bool) {
-    for lb in LBS {
-        for peer in PEERS {
-            let ratios: Vec<f64> = v[lb]
-                .iter()
-                .zip(&v[peer])
-                .filter(|(_, p)| **p > 0.0)
-                .map(|(a, p)| a / p)
-                .collect();
-            let m = format!("paired ratio vs {}: {metric}", KINDS[peer].name());
-            result.push(scenario, KINDS[lb].name(), &m, "×", higher, ratios);
+            t.add(
+                "packets into the node per GB",
+                "k",
+                false,
+                i,
+                packets / gb / 1e3,
+            );
+            t.add("TCP retransmits", "count", false, i, b.retransmits);
         }
     }
+    Ok(t)
 }
 
 fn notes(env: &Env, short: Duration, bulk: u64) -> Vec<String> {
@@ -298,13 +319,16 @@ fn notes(env: &Env, short: Duration, bulk: u64) -> Vec<String> {
              ends handed them to the node (wire-sized: no GSO without tx checksum offload)."
         ),
         format!(
-            "All namespaces, lb, HAProxy, iperf3, the client and backend threads run on CPU {WORLD_CPU}; the kernel \
-             forwards in softirq on the sending CPU, so forwarding cost cannot be charged to a process. CPU numbers are \
-             /proc/stat busy time (all but idle/iowait) of CPU {WORLD_CPU} over the run, divided by connections, GB or \
-             packets: machine-level counters, so they include the client, the backends and anything else on that core. \
-             `above direct`: per repetition, minus the routed reference's value (the load balancer's own cost); `of which \
-             its own process`: user+system time of the lb daemon or HAProxy process (lb's is the user-space side only, \
-             e.g. counting connection-table entries every 5 s)."
+            "All namespaces, lb, HAProxy, iperf3, the client and backend threads run on CPU {WORLD_CPU}. The kernel \
+             forwards in softirq, which no per-process counter isolates, so `CPU per ...` is the CPU time of everything \
+             the run consists of: this harness's process tree (client and backend threads, the contender's lb or HAProxy, \
+             iperf3) plus the ksoftirqd threads. Tick accounting charges softirq work to the task it interrupts, and veth \
+             forwarding runs inline in the sending thread, so forwarding lands in that sum; other contenders' idle \
+             processes are subtracted. `CPU {WORLD_CPU} busy` rows are that core's /proc/stat busy time (all but \
+             idle/iowait), the machine-level counter, which also holds other tenants' work. `above direct`: per \
+             repetition, minus the routed reference's value (what the load balancer adds); `of which its own process`: \
+             user+system time of the lb daemon or HAProxy process (lb's is its user-space side, e.g. counting \
+             connection-table entries every 5 s)."
         ),
         format!(
             "{} repetitions per contender and workload, contender order rotated each repetition, after a 1 s warm-up; \

@@ -2,6 +2,7 @@
 //! bounded client threads, iperf3 bulk transfers, and /proc/stat CPU time around each run.
 
 use super::l4_world::MESSAGE;
+use super::proc::cpu_seconds;
 use anyhow::{bail, Context, Result};
 use lb_tests::netns::Netns;
 use lb_tests::process::ChildGuard;
@@ -9,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Client threads of the short-connection workload.
@@ -136,53 +138,86 @@ pub fn iperf3(client: &Netns, target: SocketAddr, secs: u64, scratch: &Path) -> 
     })
 }
 
-/// CPU seconds from /proc/stat: busy (everything but idle and iowait) and system + softirq,
-/// for one CPU (`cpuN`) and for the machine (`cpu`).
+/// CPU seconds used so far, two ways: `own` counts this process tree (client and backend
+/// threads, lb, HAProxy, iperf3; reaped children too) plus the ksoftirqd threads: tick
+/// accounting charges softirq work to the task it interrupts, so packet forwarding lands on the
+/// sending threads. `busy` and `sys_softirq` are CPU `cpu`'s /proc/stat counters (everything
+/// on that core, other tenants' work included).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu {
+    pub own: f64,
     pub busy: f64,
     pub sys_softirq: f64,
-    pub all_busy: f64,
 }
 
 impl Cpu {
     pub fn read(cpu: usize) -> Result<Cpu> {
         let text = std::fs::read_to_string("/proc/stat")?;
-        let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-            .ok()
-            .flatten()
-            .unwrap_or(100) as f64;
-        let fields = |name: &str| -> Result<Vec<f64>> {
-            let line = text
-                .lines()
-                .find(|l| l.split_whitespace().next() == Some(name))
-                .with_context(|| format!("{name} missing from /proc/stat"))?;
-            // user nice system idle iowait irq softirq steal (guest time is inside user).
-            Ok(line
-                .split_whitespace()
-                .skip(1)
-                .take(8)
-                .map(|v| v.parse::<f64>().unwrap_or(0.0) / tick)
-                .collect())
-        };
-        let busy = |f: &[f64]| f.iter().sum::<f64>() - f[3] - f[4];
-        let one = fields(&format!("cpu{cpu}"))?;
-        let all = fields("cpu")?;
-        if one.len() < 8 || all.len() < 8 {
+        let name = format!("cpu{cpu}");
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+            .with_context(|| format!("{name} missing from /proc/stat"))?;
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let f: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|v| v.parse::<f64>().unwrap_or(0.0) / tick())
+            .collect();
+        if f.len() < 8 {
             bail!("/proc/stat has fewer than 8 CPU time fields");
         }
+        let me = std::process::id();
+        let reaped = stat(me).map_or(0.0, |s| field(&s, 13) + field(&s, 14)) / tick();
+        let softirqd: f64 = ksoftirqd().iter().map(|p| cpu_seconds(*p)).sum();
         Ok(Cpu {
-            busy: busy(&one),
-            sys_softirq: one[2] + one[6],
-            all_busy: busy(&all),
+            own: cpu_seconds(me) + reaped + softirqd,
+            busy: f.iter().sum::<f64>() - f[3] - f[4],
+            sys_softirq: f[2] + f[6],
         })
     }
 
     pub fn since(self, before: Cpu) -> Cpu {
         Cpu {
+            own: self.own - before.own,
             busy: self.busy - before.busy,
             sys_softirq: self.sys_softirq - before.sys_softirq,
-            all_busy: self.all_busy - before.all_busy,
         }
     }
+}
+
+fn tick() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64
+}
+
+/// /proc/PID/stat fields after the command name (index 0 is field 3, `state`).
+fn stat(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+fn field(f: &[String], i: usize) -> f64 {
+    f.get(i).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+}
+
+/// The per-CPU softirq threads (found once).
+fn ksoftirqd() -> &'static [u32] {
+    static PIDS: OnceLock<Vec<u32>> = OnceLock::new();
+    PIDS.get_or_init(|| {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.starts_with("ksoftirqd/"))
+            })
+            .collect()
+    })
 }
