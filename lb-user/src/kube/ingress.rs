@@ -22,7 +22,6 @@ mod backends;
 use super::annotations::{self, canary, spec::Level, On, Parsed};
 use super::{Mapped, ObjectError, Objects, Options, TlsCert};
 use crate::config::{Cluster, HeaderEdits, PathMatch, Redirect, Route};
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressClass, IngressTLS};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -83,7 +82,8 @@ impl Classes {
 
 /// Accumulates the mapping of every Ingress of ours.
 pub(super) struct Mapper<'a> {
-    objs: &'a Objects,
+    /// Services, Secrets and EndpointSlices by namespace and name.
+    index: backends::Index<'a>,
     /// The config file's listeners without TLS: where `ssl-redirect` redirects from.
     plain_listeners: &'a [String],
     routes: Vec<Route>,
@@ -165,7 +165,7 @@ fn path_match(p: &HTTPIngressPath, field: &str) -> Result<PathMatch, String> {
 impl<'a> Mapper<'a> {
     pub(super) fn new(objs: &'a Objects, plain_listeners: &'a [String]) -> Mapper<'a> {
         Mapper {
-            objs,
+            index: backends::Index::new(objs),
             plain_listeners,
             routes: Vec::new(),
             defaults: Vec::new(),
@@ -367,11 +367,7 @@ impl<'a> Mapper<'a> {
                 "{field}.secretName: missing (a default certificate is not supported)"
             ));
         };
-        let secret: Option<&Secret> = self.objs.secrets.iter().find(|s| {
-            let (sns, n) = meta_key(s.metadata.namespace.as_ref(), s.metadata.name.as_ref());
-            sns == ns && n == sname
-        });
-        let Some(secret) = secret else {
+        let Some(secret) = self.secret(ns, sname) else {
             return Err(format!("{field}.secretName: Secret {ns}/{sname} not found"));
         };
         if secret.type_.as_deref() != Some("kubernetes.io/tls") {

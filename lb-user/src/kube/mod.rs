@@ -127,16 +127,13 @@ pub fn to_config_with(objs: &Objects, opts: &Options, plain_listeners: &[String]
         })
         .filter(|i| classes.is_ours(i))
         .collect();
-    ours.sort_by(|a, b| {
-        let key = |i: &Ingress| {
-            let canary = annotations::is_canary(i.metadata.annotations.as_ref());
-            (
-                canary,
-                i.metadata.namespace.clone(),
-                i.metadata.name.clone(),
-            )
-        };
-        key(a).cmp(&key(b))
+    ours.sort_by_cached_key(|i| {
+        let canary = annotations::is_canary(i.metadata.annotations.as_ref());
+        (
+            canary,
+            i.metadata.namespace.clone(),
+            i.metadata.name.clone(),
+        )
     });
     let mut out = ingress::Mapper::new(objs, plain_listeners);
     for ing in ours {

@@ -116,6 +116,19 @@ pub(super) fn alone(p: &mut Parsed, errs: &mut Vec<String>) {
     }
 }
 
+/// A cluster with our defaults (as if written `{name: ...}` in a config file) and `endpoints`,
+/// from a template parsed once.
+pub(super) fn plain(name: String, endpoints: Vec<Endpoint>) -> Cluster {
+    match STUB.as_ref() {
+        Some(stub) => Cluster {
+            name,
+            endpoints,
+            ..stub.clone()
+        },
+        None => crate::kube::endpoints::cluster(name, endpoints),
+    }
+}
+
 /// Checks one produced route with the config validators; the clusters it names stand in by
 /// name (they are checked when built).
 pub(crate) fn check_route(r: &Route) -> Result<(), Vec<ConfigError>> {
@@ -218,5 +231,17 @@ mod tests {
         assert!(related("tls", "tls.ca"));
         assert!(!related("retries.attempts", "retries.attempts_x"));
         assert!(!related("hsts", ""));
+    }
+
+    #[test]
+    fn the_template_cluster_has_the_config_defaults() {
+        let eps = vec![Endpoint {
+            address: "10.0.0.1:80".parse().unwrap(),
+            weight: Default::default(),
+            name: None,
+            backup: false,
+        }];
+        let want = crate::kube::endpoints::cluster("a".into(), eps.clone());
+        assert_eq!(plain("a".into(), eps), want);
     }
 }

@@ -263,7 +263,7 @@ pub(crate) fn cluster(
     endpoints: Vec<Endpoint>,
 ) -> Result<Cluster, String> {
     if svc.present.is_empty() && ing.is_none_or(|i| i.present.is_empty()) {
-        return Ok(super::endpoints::cluster(name, endpoints));
+        return Ok(check::plain(name, endpoints));
     }
     let mut fields = svc.cluster.clone();
     if let Some(i) = ing {

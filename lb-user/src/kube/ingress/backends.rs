@@ -3,20 +3,72 @@
 //! One cluster per Service port (`ns/svc:port`), or per Service port and Ingress
 //! (`ns/svc:port@ingress`) when the Ingress has cluster settings of its own.
 
-use super::{meta_key, Mapper, Origin};
+use super::{Mapper, Origin};
 use crate::config::{Cluster, Endpoint};
 use crate::kube::annotations::{self, On, Parsed, PortRef, ServiceRef};
-use crate::kube::endpoints::endpoints;
-use crate::kube::ANNOTATION_PREFIX;
-use k8s_openapi::api::core::v1::{Service, ServicePort};
+use crate::kube::endpoints::{endpoints, SERVICE_NAME_LABEL};
+use crate::kube::{Objects, ANNOTATION_PREFIX};
+use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressBackend;
+use std::collections::BTreeMap;
+
+/// By namespace, then name (lookups with borrowed names).
+type ByName<'a, T> = BTreeMap<&'a str, BTreeMap<&'a str, T>>;
+
+/// The Services and Secrets, and the EndpointSlices of each Service, by namespace and name: with
+/// 10k of each a linear search per backend costs seconds per mapping.
+pub(super) struct Index<'a> {
+    services: ByName<'a, &'a Service>,
+    secrets: ByName<'a, &'a Secret>,
+    slices: ByName<'a, Vec<EndpointSlice>>,
+}
+
+impl<'a> Index<'a> {
+    pub(super) fn new(objs: &'a Objects) -> Index<'a> {
+        let ns = |m: &'a Option<String>| m.as_deref().unwrap_or("default");
+        let mut services: ByName<&Service> = BTreeMap::new();
+        for s in &objs.services {
+            let name = s.metadata.name.as_deref().unwrap_or_default();
+            let in_ns = services.entry(ns(&s.metadata.namespace)).or_default();
+            // Two with one key cannot come from an API server; the first wins, as before.
+            in_ns.entry(name).or_insert(s);
+        }
+        let mut secrets: ByName<&Secret> = BTreeMap::new();
+        for s in &objs.secrets {
+            let name = s.metadata.name.as_deref().unwrap_or_default();
+            let in_ns = secrets.entry(ns(&s.metadata.namespace)).or_default();
+            in_ns.entry(name).or_insert(s);
+        }
+        let mut slices: ByName<Vec<EndpointSlice>> = BTreeMap::new();
+        for sl in &objs.endpoint_slices {
+            let labels = sl.metadata.labels.as_ref();
+            if let Some(svc) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+                let in_ns = slices.entry(ns(&sl.metadata.namespace)).or_default();
+                in_ns.entry(svc.as_str()).or_default().push(sl.clone());
+            }
+        }
+        Index {
+            services,
+            secrets,
+            slices,
+        }
+    }
+}
 
 impl<'a> Mapper<'a> {
     fn service(&self, ns: &str, name: &str) -> Option<&'a Service> {
-        self.objs.services.iter().find(|s| {
-            let (sns, sname) = meta_key(s.metadata.namespace.as_ref(), s.metadata.name.as_ref());
-            sns == ns && sname == name
-        })
+        self.index.services.get(ns)?.get(name).copied()
+    }
+
+    pub(super) fn secret(&self, ns: &str, name: &str) -> Option<&'a Secret> {
+        self.index.secrets.get(ns)?.get(name).copied()
+    }
+
+    /// The EndpointSlices labelled with Service `ns/name`.
+    fn slices(&self, ns: &str, name: &str) -> &[EndpointSlice] {
+        let found = self.index.slices.get(ns).and_then(|m| m.get(name));
+        found.map_or(&[], Vec::as_slice)
     }
 
     /// The cluster for a backend (created on first use), or why there is none.
@@ -101,8 +153,7 @@ impl<'a> Mapper<'a> {
         ing_ann: Option<&Parsed>,
         name: String,
     ) -> Result<Cluster, String> {
-        let slices = &self.objs.endpoint_slices;
-        let mut eps = endpoints(ns, &r.name, sp, slices);
+        let mut eps = endpoints(ns, &r.name, sp, self.slices(ns, &r.name));
         let backup = match ing_ann.and_then(|a| a.backup.as_ref()) {
             Some(b) => Some((b, String::new())),
             None => (svc_ann.backup.as_ref()).map(|b| (b, format!("Service {ns}/{}: ", r.name))),
@@ -112,7 +163,7 @@ impl<'a> Mapper<'a> {
             let (_, bsp) = self
                 .service_port(ns, b, &|_| field.clone())
                 .map_err(|m| format!("{whose}{m}"))?;
-            let backups = endpoints(ns, &b.name, bsp, slices).into_iter();
+            let backups = endpoints(ns, &b.name, bsp, self.slices(ns, &b.name)).into_iter();
             eps.extend(backups.map(|e| Endpoint { backup: true, ..e }));
         }
         annotations::cluster(name, svc_ann, ing_ann, eps)
