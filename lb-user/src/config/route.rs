@@ -1,5 +1,5 @@
 //! Route config: which requests a route takes (hosts, path, methods, headers, query) and what it
-//! does with them (clusters by weight, canary, redirect, rewrite, header edits, HSTS, ACLs).
+//! does with them (clusters by weight, canary, redirect, rewrite, header edits, HSTS, ACLs, rate).
 
 use super::scalars::Cidr;
 use serde::Deserialize;
@@ -59,6 +59,10 @@ pub struct Route {
     /// Copy a share of requests to another cluster (shadow traffic).
     #[serde(default)]
     pub mirror: Option<super::health::Mirror>,
+    /// Requests per client IP on this route (429 over it), checked after routing and after
+    /// the listener's `rate_limit`.
+    #[serde(default)]
+    pub rate_limit: Option<super::RateLimit>,
 }
 
 /// Written `{exact: /p}`, `{prefix: /p}` or `{regex: '^/p'}`.

@@ -30,6 +30,7 @@ routes:
     request_headers: {set: {x-a: "1"}, add: {x-b: "2"}, remove: [x-c]}
     response_headers: {set: {x-served-by: lb}}
     hsts: {max_age: 600, include_subdomains: true}
+    rate_limit: {requests_per_second: 5, burst: 10}
   - hosts: [old.example.com]
     path: {prefix: /shop}
     redirect: {scheme: https, host: new.example.com, path_prefix: /store, status: 308}
@@ -72,6 +73,14 @@ fn full_l7_config_parses() {
     let r = &cfg.routes[0];
     assert_eq!(r.path, Some(PathMatch::Regex("^/v2/".into())));
     assert_eq!(r.clusters[1].weight, 1);
+    assert_eq!(
+        r.rate_limit,
+        Some(RateLimit {
+            requests_per_second: 5,
+            burst: Some(10)
+        })
+    );
+    assert_eq!(cfg.routes[1].rate_limit, None);
     assert_eq!(cfg.routes[1].redirect.as_ref().unwrap().status, 308);
     let c = &cfg.clusters[0];
     assert_eq!(
@@ -200,4 +209,61 @@ fn many_routes_may_share_a_host() {
         "clusters: [{name: a}]\nroutes:\n  - {hosts: [h], cluster: a}\n  - {hosts: [h], path: {prefix: /x}, cluster: a}\n"
     )
     .is_empty());
+}
+
+#[test]
+fn route_rate_limit_is_checked_like_the_listener_one() {
+    let cfg = parse(
+        "clusters: [{name: a}]\nroutes: [{hosts: [h], cluster: a, rate_limit: {requests_per_second: 3}}]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rl = cfg.routes[0]
+        .rate_limit
+        .unwrap_or_else(|| panic!("no rate_limit"));
+    assert_eq!((rl.requests_per_second, rl.burst), (3, None));
+    let errs = errors(
+        r#"
+clusters: [{name: a}]
+routes:
+  - {hosts: [h], cluster: a, rate_limit: {requests_per_second: 0, burst: 0}}
+  - {hosts: [h], cluster: a, rate_limit: {requests_per_second: 1, burst: 0}}
+  - {hosts: [h], cluster: a, rate_limit: {requests_per_second: 0}}
+"#,
+    );
+    assert_eq!(
+        errs,
+        [
+            "routes[0].rate_limit.requests_per_second: must be at least 1 (remove rate_limit for no limit)",
+            "routes[0].rate_limit.burst: must be at least 1",
+            "routes[1].rate_limit.burst: must be at least 1",
+            "routes[2].rate_limit.requests_per_second: must be at least 1 (remove rate_limit for no limit)",
+        ]
+    );
+    for (yaml, path, needle) in [
+        (
+            "{requests_per_second: fast}",
+            "routes[0].rate_limit.requests_per_second",
+            "invalid type",
+        ),
+        (
+            "{requests_per_second: -1}",
+            "routes[0].rate_limit.requests_per_second",
+            "invalid value",
+        ),
+        (
+            "{burst: 5}",
+            "routes[0].rate_limit",
+            "missing field `requests_per_second`",
+        ),
+        (
+            "{requests_per_second: 1, per: ip}",
+            "routes[0].rate_limit",
+            "unknown field `per`",
+        ),
+    ] {
+        let errs = errors(&format!(
+            "clusters: [{{name: a}}]\nroutes: [{{hosts: [h], cluster: a, rate_limit: {yaml}}}]\n"
+        ));
+        assert!(has(&errs, path, needle), "{yaml}: {errs:#?}");
+    }
 }

@@ -110,18 +110,7 @@ fn listener(errs: &mut Vec<ConfigError>, at: &str, l: &Listener) {
         }
     }
     if let Some(rl) = &l.rate_limit {
-        if rl.requests_per_second == 0 {
-            errs.push(ConfigError::new(
-                format!("{at}.rate_limit.requests_per_second"),
-                "must be at least 1 (remove rate_limit for no limit)",
-            ));
-        }
-        if rl.burst == Some(0) {
-            errs.push(ConfigError::new(
-                format!("{at}.rate_limit.burst"),
-                "must be at least 1",
-            ));
-        }
+        super::validate_route::rate_limit(errs, at, rl);
     }
     if !(1..=lb_common::reuseport::MAX_WORKERS).contains(&l.workers) {
         errs.push(ConfigError::new(

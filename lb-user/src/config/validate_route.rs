@@ -1,7 +1,7 @@
 //! Semantic checks of routes: hosts, one action each, known clusters, path and regex syntax,
-//! matchers, redirects, rewrites and header edits. Each error names its field.
+//! matchers, redirects, rewrites, header edits and rate limits. Each error names its field.
 
-use super::{Config, ConfigError, PathMatch, Route, ValueMatch};
+use super::{Config, ConfigError, PathMatch, RateLimit, Route, ValueMatch};
 use http::{HeaderName, HeaderValue, Method};
 use std::collections::{HashMap, HashSet};
 
@@ -29,6 +29,25 @@ pub(super) fn routes(
         route(errs, &at, r, &|c: &str| {
             clusters.contains_key(c) || pruned.contains(c)
         });
+        if let Some(rl) = &r.rate_limit {
+            rate_limit(errs, &at, rl);
+        }
+    }
+}
+
+/// `{at}.rate_limit` (a listener's or a route's): a rate of at least 1, a burst of at least 1.
+pub(super) fn rate_limit(errs: &mut Vec<ConfigError>, at: &str, rl: &RateLimit) {
+    if rl.requests_per_second == 0 {
+        errs.push(ConfigError::new(
+            format!("{at}.rate_limit.requests_per_second"),
+            "must be at least 1 (remove rate_limit for no limit)",
+        ));
+    }
+    if rl.burst == Some(0) {
+        errs.push(ConfigError::new(
+            format!("{at}.rate_limit.burst"),
+            "must be at least 1",
+        ));
     }
 }
 

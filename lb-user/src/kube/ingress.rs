@@ -131,6 +131,7 @@ fn route(name: String, hosts: Vec<String>, path: Option<PathMatch>, cluster: Str
         response_headers: HeaderEdits::default(),
         hsts: None,
         mirror: None,
+        rate_limit: None,
     }
 }
 

@@ -129,6 +129,12 @@ async fn serve(
     {
         return Err(ProxyError::Forbidden(ip));
     }
+    // The route's limit after the listener's: only requests that reach this route count.
+    if let Some((_, rl)) = &route.rate {
+        if !rl.check(conn.client.ip(), Instant::now()) {
+            return Err(ProxyError::RateLimited);
+        }
+    }
     if let Action::Redirect(rd) = &route.action {
         let port = super::router::request_port(&req);
         let loc = headers::redirect_location(rd, req.uri(), &ex.host, port, conn.tls, m.prefix_len)

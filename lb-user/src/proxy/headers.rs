@@ -1,13 +1,15 @@
-//! Header work on the way through: hop-by-hop removal, X-Forwarded-* / Forwarded with trust,
-//! X-Request-Id, configured set/add/remove, HSTS, cookies, redirects and prefix rewrites.
+//! Header work on the way through (hop-by-hop, X-Forwarded-*, X-Request-Id, set/add/remove, HSTS,
+//! cookies, redirects, prefix rewrites) and each route's compiled state (build_route, route_rate).
 
 use super::balancer::Wrr;
 use super::table::{Action, RouteState};
 use crate::config::{HeaderEdits, Redirect, Route};
+use crate::ratelimit::RateLimiter;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Compiled set/add/remove edits.
 #[derive(Debug, Default)]
@@ -90,8 +92,33 @@ pub(super) fn build_route(i: usize, r: &Route, clusters: &HashMap<&str, usize>) 
         tally: Default::default(),
         stats: Default::default(),
         mirror: None,
+        rate: None,
         hsts,
         rewrite: r.rewrite.as_ref().map(|rw| rw.prefix.clone()),
+    }
+}
+
+/// Slots of a route's rate limiter (128 KiB each; a listener's has 65536): clients that hash to
+/// one slot share a bucket, so with `n` active clients a client shares with probability n/16384.
+const ROUTE_RATE_SLOTS: usize = 16384;
+
+/// The limiter of route `r`: `old`'s (same route name) while (rate, burst) is unchanged, so a
+/// reload neither refills nor forgets buckets; a new one otherwise.
+pub(super) fn route_rate(
+    r: &Route,
+    old: Option<&RouteState>,
+) -> Option<((u32, u32), Arc<RateLimiter>)> {
+    let rl = r.rate_limit?;
+    let key = (
+        rl.requests_per_second,
+        rl.burst.unwrap_or(rl.requests_per_second),
+    );
+    match old.and_then(|o| o.rate.clone()) {
+        Some((k, lim)) if k == key => Some((k, lim)),
+        _ => Some((
+            key,
+            Arc::new(RateLimiter::new(key.0, key.1, ROUTE_RATE_SLOTS)),
+        )),
     }
 }
 

@@ -64,6 +64,8 @@ pub struct RouteState {
     /// /metrics counters of the route (kept across reloads by route name).
     pub stats: Arc<RouteStats>,
     pub mirror: Option<MirrorState>,
+    /// ((rate, burst), limiter): kept across reloads by route name while the limit is unchanged.
+    pub rate: Option<((u32, u32), Arc<RateLimiter>)>,
 }
 
 pub enum Action {
@@ -116,6 +118,7 @@ impl Table {
                         wrr.resume_at(was.position());
                     }
                 }
+                route.rate = super::headers::route_rate(r, old_routes.get(&*route.name).copied());
                 route.mirror = r.mirror.as_ref().and_then(|m| {
                     let c = *index.get(m.cluster.as_str())?;
                     let old = old_routes

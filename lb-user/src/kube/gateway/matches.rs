@@ -49,6 +49,7 @@ pub(super) fn blank(name: String, hosts: Vec<String>, listeners: Vec<String>) ->
         response_headers: Default::default(),
         hsts: None,
         mirror: None,
+        rate_limit: None,
     }
 }
 
