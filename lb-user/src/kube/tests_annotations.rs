@@ -81,6 +81,7 @@ routes:
     response_headers: {set: {X-Frame-Options: DENY}, add: {Cache-Control: no-store}, remove: [Server]}
     hsts: {max_age: 600, include_subdomains: true}
     mirror: {cluster: "shop/shadow:80", percent: 2.5}
+    rate_limit: {requests_per_second: 10, burst: 20}
   - {name: shop/untouched/rule-0/path-0, hosts: [blog.example.com], path: {prefix: /}, cluster: "shop/web:80"}
   - name: shop/store/default/ssl-redirect
     hosts: ["*"]
@@ -97,6 +98,7 @@ routes:
     response_headers: {set: {X-Frame-Options: DENY}, add: {Cache-Control: no-store}, remove: [Server]}
     hsts: {max_age: 600, include_subdomains: true}
     mirror: {cluster: "shop/shadow:80", percent: 2.5}
+    rate_limit: {requests_per_second: 10, burst: 20}
   - name: shop/store/default-hosts/ssl-redirect
     hosts: [shop.example.com]
     listeners: [http]
@@ -112,6 +114,7 @@ routes:
     response_headers: {set: {X-Frame-Options: DENY}, add: {Cache-Control: no-store}, remove: [Server]}
     hsts: {max_age: 600, include_subdomains: true}
     mirror: {cluster: "shop/shadow:80", percent: 2.5}
+    rate_limit: {requests_per_second: 10, burst: 20}
 clusters:
   - name: "shop/shadow:80"
     endpoints: [{address: "10.1.0.8:8080", name: shadow-a}]
@@ -230,13 +233,15 @@ fn bad_annotations_reject_their_object_only_and_name_the_annotation() {
         ("Ingress", "parsecs", format!("metadata.annotations[lb.example.com/connect-timeout] = \"5 parsecs\": connect_timeout: invalid duration \"5 parsecs\": expected a number with a unit (ms, s, m, h), like 5s{none}")),
         ("Ingress", "semantic", format!("metadata.annotations[lb.example.com/response-headers-set] = \"{{Bad Name: x}}\": response_headers: invalid header name \"Bad Name\"{none}")),
         ("Ingress", "semantic", format!("metadata.annotations[lb.example.com/health-check-interval, lb.example.com/health-check-timeout]: health.active.timeout: must not exceed the interval{none}")),
+        ("Ingress", "throttled-burst", format!("metadata.annotations[lb.example.com/rate-limit-burst]: needs lb.example.com/rate-limit{none}")),
+        ("Ingress", "throttled-nan", format!("metadata.annotations[lb.example.com/rate-limit] = \"fast\": rate_limit.requests_per_second: invalid type: string \"fast\", expected u32{none}")),
+        ("Ingress", "throttled-zero", format!("metadata.annotations[lb.example.com/rate-limit] = \"0\": rate_limit.requests_per_second: must be at least 1 (remove rate_limit for no limit){none}")),
         ("Service", "shaky", "metadata.annotations[lb.example.com/canary]: a route setting, only read on an Ingress (a Service takes cluster settings); routes to this Service are not served".into()),
         ("Service", "shaky", "metadata.annotations[lb.example.com/retries] = \"11\": retries.attempts: must be at most 10; routes to this Service are not served".into()),
         ("Ingress", "to-shaky", "spec.rules[0].http.paths[0].backend.service.name: Service shop/shaky has invalid lb.example.com/ annotations (see its rejection)".into()),
         ("Ingress", "typo", format!("metadata.annotations[lb.example.com/conect-timeout]: unknown annotation (did you mean lb.example.com/connect-timeout?); see docs/kubernetes.md{none}")),
         ("Ingress", "typo", format!("metadata.annotations[lb.example.com/frobnicate]: unknown annotation; see docs/kubernetes.md{none}")),
         ("Ingress", "wrong", format!("metadata.annotations[lb.example.com/l4]: only read on a Service{none}")),
-        ("Ingress", "wrong", format!("metadata.annotations[lb.example.com/rate-limit] = \"100\": rate limits are per listener: set listeners[].rate_limit in lb's config file (the ConfigMap); there is no per-route limit to map this onto{none}")),
         ("Ingress", "wrong", format!("metadata.annotations[lb.example.com/hsts] = \"false\": conflicts with lb.example.com/hsts-preload{none}")),
         ("Ingress", "wrong", format!("metadata.annotations[lb.example.com/canary-weight]: needs lb.example.com/canary: \"true\"{none}")),
         ("Ingress", "wrong", format!("metadata.annotations[lb.example.com/allow-source-range] = \"10.0.0.0/8, 10.0.0.300\": allow[1]: invalid CIDR \"10.0.0.300\": expected an address or address/prefix like 192.0.2.0/24 or 2001:db8::/32{none}")),
@@ -253,6 +258,7 @@ fn bad_annotations_reject_their_object_only_and_name_the_annotation() {
             expect: r#"
 routes:
   - {name: shop/fine/rule-0/path-0, hosts: [fine.example.com], path: {prefix: /}, cluster: "shop/web:80@fine"}
+  - {name: shop/throttled-ok/rule-0/path-0, hosts: [ok.example.com], path: {prefix: /}, cluster: "shop/web:80", rate_limit: {requests_per_second: 7}}
   - {name: shop/to-shaky/rule-0/path-1, hosts: [shaky.example.com], path: {prefix: /web}, cluster: "shop/web:80"}
 clusters:
   - name: "shop/web:80"
@@ -284,11 +290,12 @@ fn every_annotation_is_documented_and_reaches_the_config() {
         "hsts",
         "rewrite",
         "mirror",
+        "rate_limit",
     ];
     for s in SPECS.iter().filter(|s| s.level == Level::Route) {
         let writes = !matches!(
             s.kind,
-            Kind::Flag | Kind::Weight | Kind::Text | Kind::Unsupported(_) | Kind::Elsewhere(_)
+            Kind::Flag | Kind::Weight | Kind::Text | Kind::Elsewhere(_)
         );
         let head = s.paths.first().and_then(|p| p.split('.').next());
         if writes {

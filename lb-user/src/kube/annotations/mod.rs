@@ -78,6 +78,7 @@ impl Parsed {
         r.response_headers.clone_from(&t.response_headers);
         r.hsts = t.hsts;
         r.rewrite.clone_from(&t.rewrite);
+        r.rate_limit = t.rate_limit;
         r.mirror = t.mirror.clone().zip(mirror_cluster).map(|(mut m, c)| {
             m.cluster = c.to_string();
             m
@@ -134,7 +135,6 @@ pub(crate) fn parse(
         p.present.push((spec, raw.clone()));
         let text = || raw.trim().to_string();
         let res = match (spec.kind, spec.name) {
-            (Kind::Unsupported(why), _) => Err(why.to_string()),
             (Kind::Elsewhere(_), _) => Ok(()),
             (Kind::Flag, "ssl-redirect") => values::flag(raw).map(|v| p.ssl_redirect = v),
             (Kind::Flag, _) => values::flag(raw).map(|v| canary = v),
@@ -209,6 +209,11 @@ fn combinations(
                 o.name
             ));
         }
+    }
+    if has("rate-limit-burst") && !has("rate-limit") {
+        need(errs, "rate-limit-burst", "rate-limit");
+        // Said above: the route check would only repeat it as a missing field.
+        p.route.remove("rate_limit");
     }
     if has("mirror-percent") && p.mirror.is_none() {
         need(errs, "mirror-percent", "mirror-target");

@@ -35,8 +35,6 @@ pub(crate) enum Kind {
     Text,
     /// A Service of the same namespace with its port: `NAME:PORT` (number or port name).
     Service,
-    /// Known, but not something an Ingress can carry: always rejected with this reason.
-    Unsupported(&'static str),
     /// Read by another part of the mapping (named here), not by the route/cluster settings.
     Elsewhere(&'static str),
 }
@@ -113,15 +111,8 @@ pub(crate) static SPECS: &[Spec] = &[
         Text,
         &["canary.cookie.name", "canary"],
     ),
-    s(
-        "rate-limit",
-        R,
-        Unsupported(
-            "rate limits are per listener: set listeners[].rate_limit in lb's config file \
-             (the ConfigMap); there is no per-route limit to map this onto",
-        ),
-        &[],
-    ),
+    s("rate-limit", R, Scalar, &["rate_limit.requests_per_second"]),
+    s("rate-limit-burst", R, Scalar, &["rate_limit.burst"]),
     // Clusters (Service or Ingress).
     s("load-balance", C, Str, &["balance", "hash"]),
     s("hash-key", C, HashKey, &["hash"]),

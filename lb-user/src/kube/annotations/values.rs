@@ -89,12 +89,7 @@ pub(crate) fn to_yaml(kind: Kind, raw: &str) -> Result<Option<Value>, String> {
             Value::Mapping(Mapping::new())
         }
         Kind::HashKey => hash_key(t)?,
-        Kind::Flag
-        | Kind::Weight
-        | Kind::Text
-        | Kind::Service
-        | Kind::Unsupported(_)
-        | Kind::Elsewhere(_) => {
+        Kind::Flag | Kind::Weight | Kind::Text | Kind::Service | Kind::Elsewhere(_) => {
             return Err("not a config field".into());
         }
     }))
