@@ -1,7 +1,8 @@
 //! `lb --kube` against the mock API server with real local backends: Ingress annotations take
 //! effect on real traffic (header edits, ssl-redirect 308, source allow-list 403, canary by header
-//! and by weight), and an Ingress with one bad annotation value loses only its own routes, with a
-//! log line and one Kubernetes Event (posted again only when the problem comes back).
+//! and by weight, rate limit 429), and an Ingress with one bad annotation value loses only its
+//! own routes, with a log line and one Kubernetes Event (posted again only when the problem comes
+//! back).
 
 mod support;
 
@@ -118,6 +119,10 @@ fn annotations_take_effect_and_a_bad_one_rejects_only_its_ingress() {
     ));
     let private = ann(&[("allow-source-range", "10.0.0.0/8")]);
     api.apply(ingress("private", "private.test", "web", private));
+    let throttled = ann(&[("rate-limit", "1"), ("rate-limit-burst", "2")]);
+    api.apply(ingress("throttled", "throttled.test", "web", throttled));
+    let zero = ann(&[("rate-limit", "0")]);
+    api.apply(ingress("unthrottled", "zero.test", "web", zero));
     let bad = ann(&[("connect-timeout", "5 parsecs")]);
     api.apply(ingress("broken", "broken.test", "web", bad.clone()));
 
@@ -164,6 +169,21 @@ fn annotations_take_effect_and_a_bad_one_rejects_only_its_ingress() {
 
     // allow-source-range: loopback is not in 10/8.
     assert_eq!(get(listen, "private.test", "/", &[]).status, 403);
+
+    // rate-limit: burst 2 at 1/s per client, then 429 (all 5 served would take
+    // 3 s of refills). rate-limit 0 is rejected alone.
+    let mut c = KeepAliveClient::connect(listen, Duration::from_secs(5)).unwrap();
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| c.get("throttled.test", "/").unwrap().status)
+        .collect();
+    assert_eq!(statuses[..2], [200, 200], "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(get(listen, "zero.test", "/", &[]).status, 404);
+    let logged = wait_until(T, || {
+        let l = log();
+        l.contains("not served") && l.contains("lb.example.com/rate-limit")
+    });
+    assert!(logged, "no log line names rate-limit:\n{}", log());
 
     // The bad annotation: that Ingress is not served, named in the log and in one Event.
     assert_eq!(get(listen, "broken.test", "/", &[]).status, 404);
