@@ -205,7 +205,7 @@ fn reloads_keep_an_unchanged_route_limit_and_apply_a_changed_one() {
     let refilled = refill(1, exhausted.elapsed());
     assert!(
         count(&statuses, 200) <= refilled,
-        "after a reload keeping the limit, {:?} since the bucket emptied (a new bucket gives 10): {statuses:?}",
+        "reload kept the limit {:?} after the bucket emptied (a new one gives 10): {statuses:?}",
         exhausted.elapsed()
     );
 
