@@ -60,7 +60,8 @@ fn daemonset_is_host_network_unprivileged_with_named_capabilities() {
     assert!(a.contains(&"--kube".to_string()));
     assert_eq!(flag(&a, "config"), ["/etc/lb/lb.yaml"]);
 
-    // Probes: /healthz on the admin port lb is told to serve.
+    // Probes on the admin port lb is told to serve: readiness on /readyz (503 until the first
+    // full list), startup and liveness on /healthz.
     let admin = flag(&a, "admin");
     let admin_port: u64 = admin[0].rsplit(':').next().unwrap().parse().unwrap();
     let ports = c["ports"].as_array().unwrap();
@@ -70,10 +71,14 @@ fn daemonset_is_host_network_unprivileged_with_named_capabilities() {
     for p in ports {
         assert_eq!(p["hostPort"], p["containerPort"], "hostNetwork: {p}");
     }
-    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+    for (probe, path) in [
+        ("startupProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+        ("livenessProbe", "/healthz"),
+    ] {
         assert_eq!(
             c[probe]["httpGet"],
-            json!({"path": "/healthz", "port": "admin"}),
+            json!({"path": path, "port": "admin"}),
             "{probe}"
         );
     }
