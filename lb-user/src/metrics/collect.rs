@@ -131,7 +131,7 @@ fn routes(e: &mut DescriptorEncoder, t: &Table) -> Result<(), Error> {
         "Requests answered on the route, by method class (read, write, other) and status class",
         MetricType::Counter,
         |m| {
-            for r in &t.routes {
+            for r in t.routes.iter() {
                 for (method, row) in METHOD_CLASSES.iter().zip(r.stats.requests()) {
                     for (class, n) in CLASSES.iter().zip(row) {
                         let labels = [("route", &*r.name), ("method", method), ("class", class)];
@@ -148,7 +148,7 @@ fn routes(e: &mut DescriptorEncoder, t: &Table) -> Result<(), Error> {
         "Time from the request's arrival to the response's last byte",
         MetricType::Histogram,
         |m| {
-            for r in &t.routes {
+            for r in t.routes.iter() {
                 let (sum, count, buckets) = r.stats.duration.read();
                 let labels = [("route", &*r.name)];
                 m.encode_family(&labels)?
@@ -190,7 +190,7 @@ fn mirrors(e: &mut DescriptorEncoder, t: &Table) -> Result<(), Error> {
         "Mirrored requests by route, mirror cluster and result (status class, failed, dropped, skipped)",
         MetricType::Counter,
         |m| {
-            for r in &t.routes {
+            for r in t.routes.iter() {
                 let Some(mirror) = &r.mirror else { continue };
                 for result in MIRROR_RESULTS {
                     let labels = [

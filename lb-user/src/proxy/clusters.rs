@@ -3,7 +3,6 @@
 
 use super::balancer::Picker;
 use super::stats::Tally;
-use super::table::Table;
 use super::upstream::{ConnSettings, Pool};
 use crate::config::{Balance, Cluster};
 use crate::health::monitor::Handles;
@@ -69,14 +68,27 @@ impl Endpoint {
     }
 }
 
+/// `old` is what [`build_cluster`] would build for `c` now (with the same TLS material): same
+/// config and the same effective weights.
+pub(super) fn unchanged(old: &ClusterState, c: &Cluster, view: Option<&ClusterView>) -> bool {
+    let same_weights = match view {
+        Some(v) => (old.weights.iter())
+            .copied()
+            .eq(v.endpoints.iter().map(|e| e.effective)),
+        None => (old.weights.iter())
+            .copied()
+            .eq(c.endpoints.iter().map(|e| u32::from(e.weight.0) * SCALE)),
+    };
+    same_weights && old.cfg == *c
+}
+
 pub(super) fn build_cluster(
     c: &Cluster,
     view: Option<&ClusterView>,
     snap: &Snapshot,
-    prev: Option<&Table>,
+    old: Option<&ClusterState>,
     health: &Handles,
 ) -> ClusterState {
-    let old = prev.and_then(|p| p.clusters.iter().find(|o| *o.name == *c.name));
     let tls = snap.tls.clusters.get(&c.name);
     let cname: Arc<str> = c.name.as_str().into();
     let endpoints: Vec<Arc<Endpoint>> = c

@@ -24,8 +24,10 @@ use tokio_rustls::TlsAcceptor;
 
 pub struct Table {
     pub snapshot: Arc<Snapshot>,
-    pub routes: Vec<RouteState>,
-    pub clusters: Vec<ClusterState>,
+    /// Shared with the previous table while the routes and the cluster order are unchanged.
+    pub routes: Arc<Vec<RouteState>>,
+    /// Each shared with the previous table while its config, weights and TLS are unchanged.
+    pub clusters: Vec<Arc<ClusterState>>,
     pub listeners: HashMap<String, Arc<ListenerState>>,
     pub log: Arc<AccessLog>,
     pub metrics: Arc<Metrics>,
@@ -83,15 +85,61 @@ impl Table {
         health: &Handles,
     ) -> Table {
         let cfg = &snapshot.config;
-        let clusters: Vec<ClusterState> = cfg
+        // By name: with 10k clusters a search per cluster costs more than the whole build.
+        let old_clusters: HashMap<&str, &Arc<ClusterState>> = prev
+            .map(|p| p.clusters.iter().map(|c| (&*c.name, c)).collect())
+            .unwrap_or_default();
+        let same_tls = prev.is_some_and(|p| Arc::ptr_eq(&p.snapshot.tls, &snapshot.tls));
+        let clusters: Vec<Arc<ClusterState>> = cfg
             .clusters
             .iter()
             .enumerate()
             .map(|(i, c)| {
                 let view = snapshot.clusters.get(i);
-                super::clusters::build_cluster(c, view, &snapshot, prev, health)
+                let old = old_clusters.get(c.name.as_str()).copied();
+                match old {
+                    Some(o) if same_tls && super::clusters::unchanged(o, c, view) => o.clone(),
+                    _ => Arc::new(super::clusters::build_cluster(
+                        c,
+                        view,
+                        &snapshot,
+                        old.map(|o| &**o),
+                        health,
+                    )),
+                }
             })
             .collect();
+        // Routes refer to clusters by index: shared only when both are as before.
+        let same_routes = prev.filter(|p| {
+            Arc::ptr_eq(&p.snapshot.routes, &snapshot.routes)
+                && p.snapshot.config.clusters.len() == cfg.clusters.len()
+                && (p.snapshot.config.clusters.iter())
+                    .zip(&cfg.clusters)
+                    .all(|(a, b)| a.name == b.name)
+        });
+        if let Some(p) = same_routes {
+            let listeners = cfg
+                .listeners
+                .iter()
+                .map(|l| {
+                    let old = p.listeners.get(&l.name);
+                    (l.name.clone(), Arc::new(build_listener(l, &snapshot, old)))
+                })
+                .collect();
+            let tracer = match p.tracer.same_config(&cfg.tracing) {
+                true => p.tracer.clone(),
+                false => build_tracer(&cfg.tracing),
+            };
+            return Table {
+                tracer,
+                routes: p.routes.clone(),
+                clusters,
+                listeners,
+                log,
+                metrics: metrics.clone(),
+                snapshot,
+            };
+        }
         let index: HashMap<&str, usize> = cfg
             .clusters
             .iter()
@@ -149,7 +197,7 @@ impl Table {
         };
         Table {
             tracer,
-            routes,
+            routes: Arc::new(routes),
             clusters,
             listeners,
             log,
