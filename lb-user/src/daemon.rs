@@ -9,7 +9,7 @@ use crate::health::monitor::{self, Handles};
 use crate::kube::events::Events as KubeEvents;
 use crate::kube::source::{self as kube_source, KubeRun};
 use crate::kube::watch as kube_watch;
-use crate::kube::Objects;
+use crate::kube::{fastpath::Served, Objects};
 use crate::metrics::Metrics;
 use crate::proxy::{listeners::ListenerSet, table::Table, ProxyCtx};
 use crate::publisher::{self, Input, InputTx};
@@ -81,7 +81,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     };
     let events = events.as_ref();
     let now = current(&objects);
-    let (cfg, tls) = load_sources(&base, &opts, now.as_deref(), events).map_err(invalid)?;
+    let (cfg, tls, mut served) =
+        load_sources(&base, &opts, now.as_ref(), events).map_err(invalid)?;
     let token = source::load_token(&cfg, &opts.config).map_err(invalid)?;
     let mut watched = source::fingerprint(&opts.config, Some(&cfg));
     let mut dataplane = if opts.ifaces.is_empty() {
@@ -167,18 +168,22 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                reload(&opts, current(&objects).as_deref(), &inputs, &metrics, &mut watched, events)
+                let objs = current(&objects);
+                reload(&opts, objs.as_ref(), &inputs, &metrics, &mut watched, events, &mut served)
             }
             _ = poll.tick(), if opts.watch.is_some() => {
                 let now = source::fingerprint(&opts.config, Some(&rx.borrow().config));
                 if now != watched {
                     tracing::info!("config or certificate files changed");
-                    reload(&opts, current(&objects).as_deref(), &inputs, &metrics, &mut watched, events);
+                    let objs = current(&objects);
+                    reload(&opts, objs.as_ref(), &inputs, &metrics, &mut watched, events, &mut served);
                     watched = now;
                 }
             }
             Some(objs) = next_objects(&mut objects) => {
-                reload(&opts, Some(&objs), &inputs, &metrics, &mut watched, events)
+                if !endpoints_only(&mut served, &objs, &inputs) {
+                    reload(&opts, Some(&objs), &inputs, &metrics, &mut watched, events, &mut served)
+                }
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -216,15 +221,33 @@ async fn next_objects(
     rx.borrow_and_update().clone()
 }
 
+/// A change of EndpointSlices only, patched onto the last config served from Kubernetes and
+/// handed to the publisher; false when it is not one (or not exactly patchable): merge in full.
+fn endpoints_only(served: &mut Option<Served>, objs: &Arc<Objects>, inputs: &InputTx) -> bool {
+    let Some(s) = served.as_mut() else {
+        return false;
+    };
+    let before = s.config().clone();
+    match s.patch(objs) {
+        None => false,
+        Some(cfg) => {
+            if !Arc::ptr_eq(&cfg, &before) {
+                let _ = inputs.send(Input::Endpoints(cfg));
+            }
+            true
+        }
+    }
+}
+
 /// The config to serve and its TLS material: the base file alone, or merged with the
 /// Kubernetes objects (what the mapping rejected is logged and posted as Events, the rest is
-/// served).
+/// served), then with what the endpoint fast path patches.
 fn load_sources(
     base: &Config,
     opts: &RunOptions,
-    objs: Option<&Objects>,
+    objs: Option<&Arc<Objects>>,
     events: Option<&KubeEvents>,
-) -> Result<(Config, TlsMaterials), ConfigErrors> {
+) -> Result<(Config, TlsMaterials, Option<Served>), ConfigErrors> {
     match (objs, &opts.kube) {
         (Some(o), Some(k)) => {
             let m = kube_source::merge_with(&k.settings, base, &opts.config, o, &k.options)?;
@@ -235,9 +258,10 @@ fn load_sources(
                 ev.report(o, &m.rejected);
             }
             k.status.publish(&m.status);
-            Ok((m.config, m.tls))
+            let served = Served::new(o.clone(), Arc::new(m.config.clone()), m.sources);
+            Ok((m.config, m.tls, Some(served)))
         }
-        _ => Ok((base.clone(), source::load_tls(base, &opts.config)?)),
+        _ => Ok((base.clone(), source::load_tls(base, &opts.config)?, None)),
     }
 }
 
@@ -246,17 +270,18 @@ fn load_sources(
 /// config.
 fn reload(
     opts: &RunOptions,
-    objs: Option<&Objects>,
+    objs: Option<&Arc<Objects>>,
     inputs: &InputTx,
     metrics: &Metrics,
     watched: &mut Vec<(PathBuf, Option<(std::time::SystemTime, u64)>)>,
     events: Option<&KubeEvents>,
+    served: &mut Option<Served>,
 ) {
     let path = opts.config.as_path();
     let loaded = config::load_file_for_reload(path).and_then(|base| {
-        let (cfg, tls) = load_sources(&base, opts, objs, events)?;
+        let (cfg, tls, fast) = load_sources(&base, opts, objs, events)?;
         let token = source::load_token(&cfg, path)?;
-        Ok((cfg, tls, token))
+        Ok((cfg, tls, token, fast))
     });
     match loaded {
         Err(errors) => {
@@ -266,8 +291,9 @@ fn reload(
             tracing::error!("config reload rejected; still serving the previous config");
             metrics.reload("invalid");
         }
-        Ok((cfg, tls, token)) => {
+        Ok((cfg, tls, token, fast)) => {
             *watched = source::fingerprint(path, Some(&cfg));
+            *served = fast;
             let _ = inputs.send(Input::Config(Box::new((cfg, tls, token))));
         }
     }

@@ -17,6 +17,9 @@ pub enum Input {
     /// A runtime API change; the reply carries the snapshot version that includes it.
     Runtime(Command, oneshot::Sender<Result<u64, Refused>>),
     Health(Arc<HealthView>),
+    /// A validated config that differs from the current one in cluster endpoints only (the
+    /// Kubernetes endpoint fast path): compiled routes and TLS material are kept.
+    Endpoints(Arc<Config>),
 }
 
 pub type InputTx = mpsc::UnboundedSender<Input>;
@@ -70,7 +73,7 @@ pub async fn run(
                 let mut base = snapshot::build(&cfg, tls, version);
                 base.admin_token = token;
                 let keep = cfg.admin.keep_runtime_overrides;
-                let (o, dropped) = runtime::carry_over(&cur.overrides, &base, keep);
+                let (o, dropped) = runtime::carry_over(&cur.overrides, &base.config, keep);
                 tracing::info!(
                     version,
                     runtime_overrides_kept = o.0.len(),
@@ -79,6 +82,17 @@ pub async fn run(
                 );
                 metrics.reload("ok");
                 base.derive(Arc::new(o), cur.health.clone(), now, version)
+            }
+            Some(Input::Endpoints(cfg)) => {
+                let keep = cfg.admin.keep_runtime_overrides;
+                let (o, dropped) = runtime::carry_over(&cur.overrides, &cfg, keep);
+                tracing::debug!(
+                    version,
+                    runtime_overrides_discarded = dropped,
+                    "endpoints changed"
+                );
+                metrics.reload("ok");
+                cur.rebase(cfg, Arc::new(o), cur.health.clone(), now, version)
             }
         };
         metrics.set_published(next.version);

@@ -1,6 +1,7 @@
 //! Runtime overrides set through the admin API (weight, drain, maint, ready): validated
 //! commands, kept by endpoint until a config reload discards them (or keeps them, if configured).
 
+use crate::config::Config;
 use crate::health::EpKey;
 use crate::snapshot::Snapshot;
 use std::collections::HashMap;
@@ -194,13 +195,12 @@ impl Command {
 
 /// On reload: keep overrides of endpoints that still exist (when configured), or drop all.
 /// Returns the overrides to use and how many were dropped.
-pub fn carry_over(old: &Overrides, snap: &Snapshot, keep: bool) -> (Overrides, usize) {
+pub fn carry_over(old: &Overrides, cfg: &Config, keep: bool) -> (Overrides, usize) {
     if !keep {
         return (Overrides::default(), old.0.len());
     }
     let exists = |k: &EpKey| {
-        snap.config
-            .clusters
+        cfg.clusters
             .iter()
             .any(|c| *c.name == *k.0 && c.endpoints.iter().any(|e| e.address == k.1))
     };
@@ -314,7 +314,10 @@ mod tests {
         cmd("onprem", br#"{"weight":3}"#)
             .apply(&snap, &mut o)
             .unwrap();
-        assert_eq!(carry_over(&o, &snap, true).0 .0.len(), 1);
-        assert_eq!(carry_over(&o, &snap, false), (Overrides::default(), 1));
+        assert_eq!(carry_over(&o, &snap.config, true).0 .0.len(), 1);
+        assert_eq!(
+            carry_over(&o, &snap.config, false),
+            (Overrides::default(), 1)
+        );
     }
 }

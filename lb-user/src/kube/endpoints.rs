@@ -54,15 +54,55 @@ fn slice_port(slice: &EndpointSlice, sp: &ServicePort) -> Option<u16> {
     u16::try_from(port).ok().filter(|p| *p != 0)
 }
 
+/// Where part of a cluster's endpoints come from: a Service port's EndpointSlices (the fast path
+/// recomputes a cluster's endpoints from these when only slices changed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointSource {
+    pub namespace: String,
+    pub service: String,
+    pub port: ServicePort,
+    /// These endpoints are the cluster's backups (a backup Service).
+    pub backup: bool,
+}
+
+impl EndpointSource {
+    pub(super) fn new(ns: &str, svc: &str, port: &ServicePort, backup: bool) -> EndpointSource {
+        EndpointSource {
+            namespace: ns.into(),
+            service: svc.into(),
+            port: port.clone(),
+            backup,
+        }
+    }
+}
+
+/// A cluster's endpoints from its sources, in order (backups marked), as the mapping builds
+/// them; `slices(ns, svc)` gives the slices of a Service (others may be included).
+pub(super) fn resolve<'a>(
+    sources: &[EndpointSource],
+    slices: impl Fn(&str, &str) -> Vec<&'a EndpointSlice>,
+) -> Vec<Endpoint> {
+    let mut out = Vec::new();
+    for s in sources {
+        let found = slices(&s.namespace, &s.service);
+        let eps = endpoints(&s.namespace, &s.service, &s.port, found);
+        out.extend(eps.into_iter().map(|e| Endpoint {
+            backup: s.backup,
+            ..e
+        }));
+    }
+    out
+}
+
 /// Endpoints of Service `ns/svc` for port `sp`, sorted by address (IPv4 first). Names are the
 /// pod names (targetRef.name), else unset (the address); a name already used in this cluster (the IPv6
 /// address of a dual-stack pod) gets `_v6` (or `_v4`) appended, then `_v6_2`, `_v6_3`... (names allow
 /// letters, digits, `.`, `_` and `-` only; pod names are DNS labels).
-pub(super) fn endpoints(
+pub(super) fn endpoints<'a>(
     ns: &str,
     svc: &str,
     sp: &ServicePort,
-    slices: &[EndpointSlice],
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
 ) -> Vec<Endpoint> {
     let mut found: BTreeMap<SocketAddr, (Weight, Option<String>)> = BTreeMap::new();
     for slice in slices {

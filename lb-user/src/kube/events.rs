@@ -222,7 +222,7 @@ mod tests {
         )
         .unwrap();
         let objs = Objects {
-            ingresses: vec![ing],
+            ingresses: vec![ing].into(),
             ..Objects::default()
         };
         let err = |kind: &str, name: &str| ObjectError {

@@ -32,6 +32,8 @@ pub struct GatewayMapped {
     pub tls: Vec<TlsCert>,
     pub rejected: Vec<ObjectError>,
     pub status: Status,
+    /// Where each cluster's endpoints come from (the endpoint fast path).
+    pub sources: super::fastpath::Sources,
 }
 
 /// One Gateway listener as routes see it.
@@ -95,8 +97,9 @@ pub fn map(objs: &Objects, opts: &Options, listeners: &[config::Listener]) -> Ga
         .filter(|r| watched(opts, &key(&r.metadata).0))
         .collect();
     routes.sort_by_key(|r| key(&r.metadata));
+    let index = super::ingress::Index::new(objs);
     let mut mapper = route::Mapper {
-        objs,
+        index: &index,
         grants: &grants,
         clusters: BTreeMap::new(),
         out: &mut out,

@@ -19,6 +19,8 @@
 
 mod backends;
 
+pub(super) use backends::Index;
+
 use super::annotations::{self, canary, spec::Level, On, Parsed};
 use super::{Mapped, ObjectError, Objects, Options, TlsCert};
 use crate::config::{Cluster, HeaderEdits, PathMatch, Redirect, Route};
@@ -95,6 +97,8 @@ pub(super) struct Mapper<'a> {
     services: BTreeMap<(String, String), Option<Parsed>>,
     tls: Vec<TlsCert>,
     rejected: Vec<ObjectError>,
+    /// Endpoint sources of every cluster built (or tried).
+    sources: super::fastpath::Sources,
 }
 
 /// Where an Ingress's route comes from and goes.
@@ -175,6 +179,7 @@ impl<'a> Mapper<'a> {
             services: BTreeMap::new(),
             tls: Vec::new(),
             rejected: Vec::new(),
+            sources: Default::default(),
         }
     }
 
@@ -194,6 +199,7 @@ impl<'a> Mapper<'a> {
             routes: self.routes,
             tls: self.tls,
             rejected: self.rejected,
+            sources: self.sources,
         }
     }
 

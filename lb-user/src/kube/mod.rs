@@ -4,9 +4,11 @@
 mod annotations;
 mod endpoints;
 pub mod events;
+pub mod fastpath;
 pub mod gateway;
 mod ingress;
 pub mod lease;
+mod objects;
 mod secrets;
 pub mod services;
 pub mod settings;
@@ -19,36 +21,21 @@ mod tests;
 #[cfg(test)]
 mod tests_annotations;
 #[cfg(test)]
+mod tests_fastpath;
+#[cfg(test)]
 mod tests_gateway;
 #[cfg(test)]
 mod tests_services;
 
 use crate::config::{Cluster, Route};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::api::networking::v1::Ingress;
+pub use objects::{Objects, Shared};
 
 /// Our IngressClass controller name when none is configured.
 pub const DEFAULT_CONTROLLER: &str = "lb.example.com/ingress-controller";
 
 /// Our annotations on Ingresses and Services (docs/kubernetes.md): `lb.example.com/NAME`.
 pub const ANNOTATION_PREFIX: &str = "lb.example.com/";
-
-/// Everything the mapping reads: the current content of one store per kind.
-#[derive(Debug, Clone, Default)]
-pub struct Objects {
-    pub ingress_classes: Vec<IngressClass>,
-    pub ingresses: Vec<Ingress>,
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
-    pub secrets: Vec<Secret>,
-    pub gateway_classes: Vec<gateway::types::GatewayClass>,
-    pub gateways: Vec<gateway::types::Gateway>,
-    pub http_routes: Vec<gateway::types::HTTPRoute>,
-    pub reference_grants: Vec<gateway::types::ReferenceGrant>,
-    /// The settings ConfigMap (settings.rs), if it exists.
-    pub config_map: Option<ConfigMap>,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -103,6 +90,8 @@ pub struct Mapped {
     pub clusters: Vec<Cluster>,
     pub tls: Vec<TlsCert>,
     pub rejected: Vec<ObjectError>,
+    /// Where each cluster's endpoints come from (the endpoint fast path).
+    pub sources: fastpath::Sources,
 }
 
 /// Maps every Ingress of ours (sorted by namespace/name, so the result does not depend on the

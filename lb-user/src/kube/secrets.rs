@@ -73,11 +73,12 @@ mod tests {
             "spec": {"gatewayClassName": "nginx", "listeners": [{"name": "https", "port": 443, "protocol": "HTTPS",
                 "tls": {"certificateRefs": [{"name": "theirs"}]}}]}});
         let objs = Objects {
-            gateway_classes: vec![serde_json::from_value(class).unwrap()],
+            gateway_classes: vec![serde_json::from_value(class).unwrap()].into(),
             gateways: vec![
                 serde_json::from_value(gw).unwrap(),
                 serde_json::from_value(other).unwrap(),
-            ],
+            ]
+            .into(),
             ..Objects::default()
         };
         let refs: Vec<(String, String)> =
@@ -99,7 +100,7 @@ mod tests {
                    "data": {"tls.crt": "Y3J0", "tls.key": "a2V5"}})
         };
         let mut objs = Objects {
-            ingress_classes: vec![serde_json::from_value(class).unwrap()],
+            ingress_classes: vec![serde_json::from_value(class).unwrap()].into(),
             ingresses: [ing("shop", "lb", "used"), ing("other", "nginx", "theirs")]
                 .into_iter()
                 .map(|v| serde_json::from_value(v).unwrap())

@@ -29,6 +29,9 @@ pub struct L4Mapped {
     pub services: Vec<L4Service>,
     pub clusters: Vec<Cluster>,
     pub rejected: Vec<ObjectError>,
+    /// (namespace, name) of every Service that asked for L4 mode: a change to its endpoints
+    /// needs this mapping again (capacities), not the endpoint fast path.
+    pub services_read: BTreeSet<(String, String)>,
 }
 
 /// Maps every Service that asks for L4 mode (sorted by namespace/name) against `base`: its
@@ -117,6 +120,7 @@ impl<'a> Mapper<'a> {
         if !is_lb && !annotated {
             return;
         }
+        self.out.services_read.insert((ns.into(), name.into()));
         let (mut vips, bad) = addresses(svc, annotated);
         for b in bad {
             reject(&mut self.out, b);

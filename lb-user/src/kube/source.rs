@@ -46,6 +46,8 @@ pub struct Merged {
     pub rejected: Vec<ObjectError>,
     /// The Gateway API status this config implies (for the status writer).
     pub status: super::gateway::status::Status,
+    /// Where the mapped clusters' endpoints come from (the endpoint fast path).
+    pub sources: super::fastpath::Sources,
 }
 
 /// `base` (read from `base_path`) plus the routes and clusters mapped from `objs`, after the base
@@ -78,12 +80,14 @@ pub fn merge_with(
     let mapped = super::to_config_with(objs, opts, &plain);
     let mut rejected = cm_rejected;
     rejected.extend(mapped.rejected);
+    let mut sources = mapped.sources;
     let mut cfg = base.clone();
     cfg.routes.extend(mapped.routes);
     cfg.clusters.extend(mapped.clusters);
     // Gateway API routes after the Ingress ones; a Service port both use shares one cluster.
     let gw = super::gateway::map(objs, opts, &base.listeners);
     rejected.extend(gw.rejected);
+    sources.extend(gw.sources);
     cfg.routes.extend(gw.routes);
     for c in gw.clusters {
         if !cfg.clusters.iter().any(|x| x.name == c.name) {
@@ -92,6 +96,7 @@ pub fn merge_with(
     }
     let l4 = super::services::to_l4(objs, opts, base);
     rejected.extend(l4.rejected);
+    sources.opaque.extend(l4.services_read);
     cfg.l4_services.extend(l4.services);
     cfg.clusters.extend(l4.clusters);
     config::check(&cfg)?;
@@ -116,6 +121,7 @@ pub fn merge_with(
         tls,
         rejected,
         status: gw.status,
+        sources,
     })
 }
 
@@ -159,11 +165,11 @@ mod tests {
         let service = json!({"metadata": {"namespace": "shop", "name": "web"},
                              "spec": {"ports": [{"port": 80}]}});
         Objects {
-            ingress_classes: vec![serde_json::from_value(class).unwrap()],
-            ingresses: vec![serde_json::from_value(ingress).unwrap()],
-            services: vec![serde_json::from_value(service).unwrap()],
-            endpoint_slices: Vec::new(),
-            secrets,
+            ingress_classes: vec![serde_json::from_value(class).unwrap()].into(),
+            ingresses: vec![serde_json::from_value(ingress).unwrap()].into(),
+            services: vec![serde_json::from_value(service).unwrap()].into(),
+            endpoint_slices: Default::default(),
+            secrets: secrets.into(),
             ..Objects::default()
         }
     }

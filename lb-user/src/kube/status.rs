@@ -309,12 +309,13 @@ mod tests {
                            "spec": {"ingressClassName": "nginx"}});
         let gc = json!({"metadata": {"name": "lb"}, "spec": {"controllerName": "x"}});
         Objects {
-            ingress_classes: vec![serde_json::from_value(class).unwrap()],
+            ingress_classes: vec![serde_json::from_value(class).unwrap()].into(),
             ingresses: vec![
                 serde_json::from_value(ing).unwrap(),
                 serde_json::from_value(other).unwrap(),
-            ],
-            gateway_classes: vec![serde_json::from_value(gc).unwrap()],
+            ]
+            .into(),
+            gateway_classes: vec![serde_json::from_value(gc).unwrap()].into(),
             ..Objects::default()
         }
     }

@@ -2,6 +2,7 @@
 //! routes and clusters (written as config YAML), certificates and rejections expected.
 
 use super::*;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
 
 /// Parses a multi-document fixture into the stores, by `kind`.

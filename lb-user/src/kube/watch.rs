@@ -6,12 +6,11 @@
 //! 30 s, jittered) while the API server is unreachable. Stores keep their content through an
 //! outage, so the last [`Objects`] stays in force; one warning is logged per outage.
 
-use super::gateway::types::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+mod stores;
+
 use super::{Objects, Options};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::NamespaceResourceScope;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
@@ -19,9 +18,10 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use stores::{kind_bit, Stores};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -51,6 +51,7 @@ pub fn start(client: Client, opts: &Options, debounce: Duration) -> Watch {
         client,
         namespaces: opts.namespaces.clone(),
         changed: changed_tx,
+        dirty: Arc::new(AtomicU32::new(0)),
         failing: Arc::new(AtomicUsize::new(0)),
         synced: Vec::new(),
         tasks: Vec::new(),
@@ -85,6 +86,7 @@ pub fn start(client: Client, opts: &Options, debounce: Duration) -> Watch {
         debounce,
         objects_tx,
         recomputes.clone(),
+        w.dirty.clone(),
     );
     w.tasks.push(tokio::spawn(task));
     Watch {
@@ -137,69 +139,6 @@ impl Debug for Watch {
     }
 }
 
-/// One store per kind and watched namespace (IngressClass: one).
-struct Stores {
-    ingress_classes: Vec<Store<IngressClass>>,
-    ingresses: Vec<Store<Ingress>>,
-    services: Vec<Store<Service>>,
-    endpoint_slices: Vec<Store<EndpointSlice>>,
-    secrets: Vec<Store<Secret>>,
-    config_maps: Vec<Store<ConfigMap>>,
-    opts: Options,
-    gateway_classes: Vec<Store<GatewayClass>>,
-    gateways: Vec<Store<Gateway>>,
-    http_routes: Vec<Store<HTTPRoute>>,
-    reference_grants: Vec<Store<ReferenceGrant>>,
-}
-
-impl Stores {
-    fn objects(&self) -> Objects {
-        let (cm_ns, cm_name) = &self.opts.config_map;
-        let mut o = Objects {
-            ingress_classes: sorted(&self.ingress_classes),
-            ingresses: sorted(&self.ingresses),
-            services: sorted(&self.services),
-            endpoint_slices: sorted(&self.endpoint_slices),
-            secrets: sorted(&self.secrets),
-            config_map: sorted(&self.config_maps).into_iter().find(|c| {
-                c.metadata.namespace.as_ref() == Some(cm_ns)
-                    && c.metadata.name.as_ref() == Some(cm_name)
-            }),
-            gateway_classes: sorted(&self.gateway_classes),
-            gateways: sorted(&self.gateways),
-            http_routes: sorted(&self.http_routes),
-            reference_grants: sorted(&self.reference_grants),
-        };
-        super::secrets::keep_referenced(&mut o, &self.opts);
-        o
-    }
-}
-
-/// Same content as `b` (resourceVersions included): a re-list after 410 Gone or a reconnect
-/// that changed nothing does not send a new value.
-fn same(a: &Objects, b: &Objects) -> bool {
-    a.ingress_classes == b.ingress_classes
-        && a.ingresses == b.ingresses
-        && a.services == b.services
-        && a.endpoint_slices == b.endpoint_slices
-        && a.secrets == b.secrets
-        && a.config_map == b.config_map
-        && a.gateway_classes == b.gateway_classes
-        && a.gateways == b.gateways
-        && a.http_routes == b.http_routes
-        && a.reference_grants == b.reference_grants
-}
-
-/// The stores' objects sorted by (namespace, name): the order objects arrived in never shows.
-fn sorted<K: Resource<DynamicType = ()> + Clone>(stores: &[Store<K>]) -> Vec<K> {
-    let mut all: Vec<Arc<K>> = stores.iter().flat_map(|s| s.state()).collect();
-    all.sort_by(|a, b| {
-        let (a, b) = (a.meta(), b.meta());
-        (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
-    });
-    all.iter().map(|k| K::clone(k)).collect()
-}
-
 /// The single recompute task: waits for a change, then (once every store has synced) builds
 /// [`Objects`] and sends it unless nothing changed. A change after a quiet `debounce` is taken at
 /// once; changes coming faster coalesce into at most one recompute per `debounce`.
@@ -210,6 +149,7 @@ async fn recompute(
     debounce: Duration,
     out: watch::Sender<Option<Arc<Objects>>>,
     recomputes: Arc<AtomicU64>,
+    dirty: Arc<AtomicU32>,
 ) {
     let mut last: Option<tokio::time::Instant> = None;
     loop {
@@ -223,13 +163,13 @@ async fn recompute(
         if !synced.iter().all(|s| s.load(Ordering::Acquire)) {
             continue;
         }
-        let objs = stores.objects();
+        // Equal content (resourceVersions included) is not sent again: a re-list after 410
+        // Gone or a reconnect that changed nothing causes no new config.
+        let prev = out.borrow().clone();
+        let objs = stores.objects(prev.as_deref(), dirty.swap(0, Ordering::AcqRel));
         last = Some(tokio::time::Instant::now());
         recomputes.fetch_add(1, Ordering::Relaxed);
-        let unchanged = out
-            .borrow()
-            .as_deref()
-            .is_some_and(|prev| same(prev, &objs));
+        let unchanged = prev.as_deref().is_some_and(|prev| prev.same(&objs));
         if unchanged {
             tracing::debug!("kube: recomputed, nothing changed");
             continue;
@@ -250,6 +190,8 @@ struct Watchers {
     client: Client,
     namespaces: Vec<String>,
     changed: watch::Sender<()>,
+    /// Kinds whose store changed since the recompute task last read them.
+    dirty: Arc<AtomicU32>,
     /// Reflectors currently failing; 0 → 1 logs the outage, back to 0 logs the recovery.
     failing: Arc<AtomicUsize>,
     synced: Vec<Arc<AtomicBool>>,
@@ -305,6 +247,7 @@ impl Watchers {
         let changed = self.changed.clone();
         let failing = self.failing.clone();
         let kind = K::kind(&()).to_string();
+        let (bit, dirty) = (kind_bit(&kind), self.dirty.clone());
         let mut stream = watch_stream(api, cfg).default_backoff().boxed();
         self.tasks.push(tokio::spawn(async move {
             let mut failed = false;
@@ -316,6 +259,7 @@ impl Watchers {
                         // none of it exists, which must not hold back the first sync. The
                         // watcher keeps retrying and fills the store once the kind appears.
                         if !synced.swap(true, Ordering::AcqRel) {
+                            dirty.fetch_or(bit, Ordering::AcqRel);
                             tracing::warn!(kind, "kube: the API server does not serve this kind (CRD not installed?): treated as none until it does");
                             changed.send_replace(());
                         }
@@ -339,9 +283,11 @@ impl Watchers {
                 match event {
                     Event::InitDone => {
                         synced.store(true, Ordering::Release);
+                        dirty.fetch_or(bit, Ordering::AcqRel);
                         changed.send_replace(());
                     }
                     Event::Apply(_) | Event::Delete(_) => {
+                        dirty.fetch_or(bit, Ordering::AcqRel);
                         changed.send_replace(());
                     }
                     // The store swaps in the new list at InitDone only.
@@ -404,6 +350,8 @@ fn strip<K: Resource>(o: &mut K) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::api::networking::v1::Ingress;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
     use kube::ResourceExt;
 

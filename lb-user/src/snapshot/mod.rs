@@ -62,6 +62,42 @@ impl Snapshot {
         }
     }
 
+    /// A new config that differs from this one in cluster endpoints (the Kubernetes endpoint
+    /// fast path): the compiled routes and deny-list are shared while equal, and the TLS
+    /// material is kept (endpoints never change it); endpoint and L4 views are recomputed.
+    pub fn rebase(
+        &self,
+        config: Arc<Config>,
+        overrides: Arc<Overrides>,
+        health: Arc<HealthView>,
+        now: Instant,
+        version: u64,
+    ) -> Snapshot {
+        let routes = if config.routes == self.config.routes {
+            self.routes.clone()
+        } else {
+            Arc::new(RouteTable::build(&config.routes))
+        };
+        let deny = if config.xdp.deny == self.config.xdp.deny {
+            self.deny.clone()
+        } else {
+            Arc::new(deny_list(&config))
+        };
+        let clusters = views(&config, &overrides, &health, now);
+        Snapshot {
+            version,
+            l4: l4::derive(&self.l4, &config, &clusters),
+            clusters,
+            config,
+            routes,
+            tls: self.tls.clone(),
+            deny,
+            admin_token: self.admin_token.clone(),
+            overrides,
+            health,
+        }
+    }
+
     /// When slow start next changes a weight.
     pub fn next_ramp(&self) -> Option<Instant> {
         self.clusters.iter().filter_map(|c| c.next_ramp).min()
@@ -77,13 +113,7 @@ fn views(cfg: &Config, o: &Overrides, h: &HealthView, now: Instant) -> Vec<Clust
 
 /// Builds a snapshot from a config that passed validation (no overrides, everything healthy).
 pub fn build(cfg: &Config, tls: TlsMaterials, version: u64) -> Snapshot {
-    let mut deny: Vec<(Cidr, u32)> = Vec::with_capacity(cfg.xdp.deny.len());
-    let mut seen = std::collections::HashSet::new();
-    for (rule, cidr) in cfg.xdp.deny.iter().enumerate() {
-        if seen.insert(*cidr) {
-            deny.push((*cidr, rule as u32));
-        }
-    }
+    let deny = deny_list(cfg);
     let (o, h) = (Overrides::default(), HealthView::default());
     let clusters = views(cfg, &o, &h, Instant::now());
     Snapshot {
@@ -98,6 +128,18 @@ pub fn build(cfg: &Config, tls: TlsMaterials, version: u64) -> Snapshot {
         overrides: Arc::new(o),
         health: Arc::new(h),
     }
+}
+
+/// The deny-list prefixes, deduplicated, each with the first rule that named it.
+fn deny_list(cfg: &Config) -> Vec<(Cidr, u32)> {
+    let mut deny: Vec<(Cidr, u32)> = Vec::with_capacity(cfg.xdp.deny.len());
+    let mut seen = std::collections::HashSet::new();
+    for (rule, cidr) in cfg.xdp.deny.iter().enumerate() {
+        if seen.insert(*cidr) {
+            deny.push((*cidr, rule as u32));
+        }
+    }
+    deny
 }
 
 #[cfg(test)]

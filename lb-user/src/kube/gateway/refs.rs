@@ -2,6 +2,7 @@
 //! allowed only when one in the target namespace grants it), certificateRefs, Service backendRefs.
 
 use super::types::{Listener, ObjectRef, ReferenceGrant, GROUP};
+use crate::kube::ingress::Index;
 use crate::kube::{Objects, TlsCert};
 use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
 
@@ -118,7 +119,7 @@ pub(super) fn listener_certs(
 /// A backendRef (or mirror target) of an HTTPRoute in `route_ns`: the namespace, Service and
 /// Service port it names.
 pub(super) fn service_port<'o>(
-    objs: &'o Objects,
+    index: &Index<'o>,
     grants: &Grants,
     route_ns: &str,
     r: &ObjectRef,
@@ -136,11 +137,7 @@ pub(super) fn service_port<'o>(
         );
         return Err(("RefNotPermitted", m));
     }
-    let svc = objs.services.iter().find(|s| {
-        s.metadata.namespace.as_deref().unwrap_or("default") == ns
-            && s.metadata.name.as_deref() == Some(&r.name)
-    });
-    let Some(svc) = svc else {
+    let Some(svc) = index.service(&ns, &r.name) else {
         return Err((
             "BackendNotFound",
             format!("{field}.name: Service {ns}/{} not found", r.name),

@@ -16,12 +16,14 @@ use super::status::{Cond, ParentStatus, RouteStatus};
 use super::types::{HTTPRoute, Match, ObjectRef, ParentRef, Rule, GROUP};
 use super::{key, Attach, GatewayMapped};
 use crate::config::{self, Cluster, Interval, Route, WeightedCluster};
-use crate::kube::endpoints::{cluster, endpoints};
-use crate::kube::{ObjectError, Objects};
+use crate::kube::endpoints::{cluster, endpoints, EndpointSource};
+use crate::kube::ingress::Index;
+use crate::kube::ObjectError;
 use std::collections::BTreeMap;
 
 pub(super) struct Mapper<'a, 'g> {
-    pub(super) objs: &'a Objects,
+    /// Services and their EndpointSlices by namespace and name.
+    pub(super) index: &'g Index<'a>,
     pub(super) grants: &'g Grants<'a>,
     pub(super) clusters: BTreeMap<String, Cluster>,
     pub(super) out: &'g mut GatewayMapped,
@@ -74,7 +76,7 @@ impl Mapper<'_, '_> {
         field: &str,
         timeouts: (Option<Interval>, Option<Interval>),
     ) -> Result<String, refs::RefError> {
-        let (sns, svc, sp) = refs::service_port(self.objs, self.grants, ns, r, field)?;
+        let (sns, svc, sp) = refs::service_port(self.index, self.grants, ns, r, field)?;
         let svc_name = svc.metadata.name.clone().unwrap_or_default();
         let mut name = format!("{sns}/{svc_name}:{}", sp.port);
         let mut tags = Vec::new();
@@ -88,7 +90,10 @@ impl Mapper<'_, '_> {
             name = format!("{name}@{}", tags.join(","));
         }
         if !self.clusters.contains_key(&name) {
-            let eps = endpoints(&sns, &svc_name, sp, &self.objs.endpoint_slices);
+            let found = self.index.slices(&sns, &svc_name).iter().copied();
+            let eps = endpoints(&sns, &svc_name, sp, found);
+            let source = EndpointSource::new(&sns, &svc_name, sp, false);
+            self.out.sources.clusters.insert(name.clone(), vec![source]);
             let mut c = cluster(name.clone(), eps);
             c.request_timeout = timeouts.0.or(c.request_timeout);
             c.response_timeout = timeouts.1.unwrap_or(c.response_timeout);

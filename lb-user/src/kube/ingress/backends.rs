@@ -6,7 +6,7 @@
 use super::{Mapper, Origin};
 use crate::config::{Cluster, Endpoint};
 use crate::kube::annotations::{self, On, Parsed, PortRef, ServiceRef};
-use crate::kube::endpoints::{endpoints, SERVICE_NAME_LABEL};
+use crate::kube::endpoints::{endpoints, EndpointSource, SERVICE_NAME_LABEL};
 use crate::kube::{Objects, ANNOTATION_PREFIX};
 use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -17,15 +17,16 @@ use std::collections::BTreeMap;
 type ByName<'a, T> = BTreeMap<&'a str, BTreeMap<&'a str, T>>;
 
 /// The Services and Secrets, and the EndpointSlices of each Service, by namespace and name: with
-/// 10k of each a linear search per backend costs seconds per mapping.
-pub(super) struct Index<'a> {
+/// 10k of each a linear search per backend costs seconds per mapping (the Gateway API mapping
+/// uses it too).
+pub(in crate::kube) struct Index<'a> {
     services: ByName<'a, &'a Service>,
     secrets: ByName<'a, &'a Secret>,
-    slices: ByName<'a, Vec<EndpointSlice>>,
+    slices: ByName<'a, Vec<&'a EndpointSlice>>,
 }
 
 impl<'a> Index<'a> {
-    pub(super) fn new(objs: &'a Objects) -> Index<'a> {
+    pub(in crate::kube) fn new(objs: &'a Objects) -> Index<'a> {
         let ns = |m: &'a Option<String>| m.as_deref().unwrap_or("default");
         let mut services: ByName<&Service> = BTreeMap::new();
         for s in &objs.services {
@@ -40,12 +41,12 @@ impl<'a> Index<'a> {
             let in_ns = secrets.entry(ns(&s.metadata.namespace)).or_default();
             in_ns.entry(name).or_insert(s);
         }
-        let mut slices: ByName<Vec<EndpointSlice>> = BTreeMap::new();
+        let mut slices: ByName<Vec<&EndpointSlice>> = BTreeMap::new();
         for sl in &objs.endpoint_slices {
             let labels = sl.metadata.labels.as_ref();
             if let Some(svc) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) {
                 let in_ns = slices.entry(ns(&sl.metadata.namespace)).or_default();
-                in_ns.entry(svc.as_str()).or_default().push(sl.clone());
+                in_ns.entry(svc.as_str()).or_default().push(sl);
             }
         }
         Index {
@@ -56,9 +57,21 @@ impl<'a> Index<'a> {
     }
 }
 
+impl<'a> Index<'a> {
+    pub(in crate::kube) fn service(&self, ns: &str, name: &str) -> Option<&'a Service> {
+        self.services.get(ns)?.get(name).copied()
+    }
+
+    /// The EndpointSlices labelled with Service `ns/name`.
+    pub(in crate::kube) fn slices(&self, ns: &str, name: &str) -> &[&'a EndpointSlice] {
+        let found = self.slices.get(ns).and_then(|m| m.get(name));
+        found.map_or(&[], Vec::as_slice)
+    }
+}
+
 impl<'a> Mapper<'a> {
     fn service(&self, ns: &str, name: &str) -> Option<&'a Service> {
-        self.index.services.get(ns)?.get(name).copied()
+        self.index.service(ns, name)
     }
 
     pub(super) fn secret(&self, ns: &str, name: &str) -> Option<&'a Secret> {
@@ -66,9 +79,8 @@ impl<'a> Mapper<'a> {
     }
 
     /// The EndpointSlices labelled with Service `ns/name`.
-    fn slices(&self, ns: &str, name: &str) -> &[EndpointSlice] {
-        let found = self.index.slices.get(ns).and_then(|m| m.get(name));
-        found.map_or(&[], Vec::as_slice)
+    fn slices(&self, ns: &str, name: &str) -> &[&'a EndpointSlice] {
+        self.index.slices(ns, name)
     }
 
     /// The cluster for a backend (created on first use), or why there is none.
@@ -131,7 +143,10 @@ impl<'a> Mapper<'a> {
         if let Some(m) = self.bad_clusters.get(&name) {
             return Err(m.clone());
         }
-        match self.build(ns, r, sp, &svc_ann, ing.map(|(_, a)| a), name.clone()) {
+        let built = self.build(ns, r, sp, &svc_ann, ing.map(|(_, a)| a), name.clone());
+        let (built, sources) = (built.0, built.1);
+        self.sources.clusters.insert(name.clone(), sources);
+        match built {
             Ok(c) => {
                 self.clusters.insert(name.clone(), c);
                 Ok(name)
@@ -152,21 +167,26 @@ impl<'a> Mapper<'a> {
         svc_ann: &Parsed,
         ing_ann: Option<&Parsed>,
         name: String,
-    ) -> Result<Cluster, String> {
-        let mut eps = endpoints(ns, &r.name, sp, self.slices(ns, &r.name));
+    ) -> (Result<Cluster, String>, Vec<EndpointSource>) {
+        let mut sources = vec![EndpointSource::new(ns, &r.name, sp, false)];
+        let found = self.slices(ns, &r.name).iter().copied();
+        let mut eps = endpoints(ns, &r.name, sp, found);
         let backup = match ing_ann.and_then(|a| a.backup.as_ref()) {
             Some(b) => Some((b, String::new())),
             None => (svc_ann.backup.as_ref()).map(|b| (b, format!("Service {ns}/{}: ", r.name))),
         };
         if let Some((b, whose)) = backup {
             let field = annotations::field("backup-service");
-            let (_, bsp) = self
-                .service_port(ns, b, &|_| field.clone())
-                .map_err(|m| format!("{whose}{m}"))?;
-            let backups = endpoints(ns, &b.name, bsp, self.slices(ns, &b.name)).into_iter();
+            let bsp = match self.service_port(ns, b, &|_| field.clone()) {
+                Ok((_, bsp)) => bsp,
+                Err(m) => return (Err(format!("{whose}{m}")), sources),
+            };
+            sources.push(EndpointSource::new(ns, &b.name, bsp, true));
+            let found = self.slices(ns, &b.name).iter().copied();
+            let backups = endpoints(ns, &b.name, bsp, found).into_iter();
             eps.extend(backups.map(|e| Endpoint { backup: true, ..e }));
         }
-        annotations::cluster(name, svc_ann, ing_ann, eps)
+        (annotations::cluster(name, svc_ann, ing_ann, eps), sources)
     }
 
     /// Service `r.name` in `ns` and its port `r.port`, or why not.
