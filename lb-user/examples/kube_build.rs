@@ -32,6 +32,18 @@ fn objects(items: Vec<Value>) -> Result<Objects> {
             other => bail!("unexpected kind {other:?}"),
         }
     }
+    // In (namespace, name) order, as the watch keeps them.
+    fn by_name<K: kube::Resource>(v: &mut [Arc<K>]) {
+        v.sort_by(|a, b| {
+            let (a, b) = (a.meta(), b.meta());
+            (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
+        });
+    }
+    by_name(&mut o.ingress_classes);
+    by_name(&mut o.ingresses);
+    by_name(&mut o.services);
+    by_name(&mut o.endpoint_slices);
+    by_name(&mut o.secrets);
     Ok(o)
 }
 
@@ -41,7 +53,11 @@ fn main() -> Result<()> {
         bail!("usage: kube_build OBJECTS.json BASE.yaml REPS");
     };
     let reps: usize = reps.parse().context("REPS")?;
-    let items: Vec<Value> = serde_json::from_slice(&std::fs::read(objs_path)?)?;
+    let mut items: Vec<Value> = serde_json::from_slice(&std::fs::read(objs_path)?)?;
+    // As the API server gives them: every object has a resourceVersion.
+    for (i, v) in items.iter_mut().enumerate() {
+        v["metadata"]["resourceVersion"] = json!(i.to_string());
+    }
     let objs = objects(items)?;
     let base_path = Path::new(base_path);
     let base = config::load_file(base_path).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -106,8 +122,8 @@ fn endpoint_changes(
     let n = cur.endpoint_slices.len();
     for k in 0..reps {
         let mut next = Objects::clone(&cur);
-        let slice = &mut next.endpoint_slices[(k * 7919) % n.max(1)];
-        slice.metadata.resource_version = None;
+        let slice = Arc::make_mut(&mut next.endpoint_slices[(k * 7919) % n.max(1)]);
+        slice.metadata.resource_version = Some(format!("change-{k}"));
         if let Some(c) = slice
             .endpoints
             .first_mut()

@@ -49,7 +49,7 @@ async fn wait_until(what: &str, ok: impl Fn() -> bool) {
     }
 }
 
-fn names<K: kube::Resource>(v: &[K]) -> Vec<String> {
+fn names<K: kube::Resource>(v: &[std::sync::Arc<K>]) -> Vec<String> {
     v.iter()
         .map(|o| {
             let m = o.meta();

@@ -8,6 +8,7 @@ use crate::accesslog::LogFormat;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -18,9 +19,9 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     /// Routes, matched by host then path/method/headers/query (see docs/config.md for precedence).
     #[serde(default)]
-    pub routes: Vec<Route>,
+    pub routes: Vec<Arc<Route>>,
     #[serde(default)]
-    pub clusters: Vec<Cluster>,
+    pub clusters: Vec<Arc<Cluster>>,
     /// VIP:port/protocol services balanced in XDP over a cluster's endpoints (docs/config.md).
     #[serde(default)]
     pub l4_services: Vec<super::l4::L4Service>,

@@ -75,7 +75,7 @@ struct Ep {
 
 pub struct Monitor {
     eps: HashMap<EpKey, Ep>,
-    clusters: HashMap<Arc<str>, Cluster>,
+    clusters: HashMap<Arc<str>, Arc<Cluster>>,
     handles: Arc<Handles>,
     results_tx: mpsc::Sender<CheckResult>,
     published: Arc<HealthView>,

@@ -13,6 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource};
 use std::collections::HashSet;
+use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -120,7 +121,7 @@ fn api_version(kind: &str) -> Option<&'static str> {
 }
 
 fn find<K: Resource<DynamicType = ()>>(
-    list: &[K],
+    list: &[Arc<K>],
     r: &ObjectError,
 ) -> Option<(ObjectReference, Option<i64>)> {
     let o = list.iter().find(|o| {

@@ -112,23 +112,22 @@ impl Served {
             self.objs = new.clone();
             return Some(self.config.clone());
         }
-        let wanted: HashSet<ServiceKey> = (touched.iter())
+        // A few Services: a list, so the walk over every slice allocates nothing.
+        let wanted: Vec<(&str, &str)> = (touched.iter())
             .flat_map(|i| &self.sources[i])
-            .map(|e| (e.namespace.clone(), e.service.clone()))
+            .map(|e| (e.namespace.as_str(), e.service.as_str()))
             .collect();
         let mut slices: HashMap<ServiceKey, Vec<&EndpointSlice>> = HashMap::new();
-        for sl in new.endpoint_slices.iter() {
-            if let Some((ns, svc)) = service_of(sl) {
-                let k = (ns.to_string(), svc.to_string());
-                if wanted.contains(&k) {
-                    slices.entry(k).or_default().push(sl);
-                }
+        for sl in new.endpoint_slices.items() {
+            if let Some(k) = service_of(sl).filter(|k| wanted.contains(k)) {
+                let k = (k.0.to_string(), k.1.to_string());
+                slices.entry(k).or_default().push(sl);
             }
         }
         let mut cfg = Config::clone(&self.config);
         for &i in &touched {
             let c = cfg.clusters.get_mut(i)?;
-            c.endpoints = endpoints::resolve(&self.sources[&i], |ns, svc| {
+            Arc::make_mut(c).endpoints = endpoints::resolve(&self.sources[&i], |ns, svc| {
                 let k = (ns.to_string(), svc.to_string());
                 slices.get(&k).cloned().unwrap_or_default()
             });
@@ -157,7 +156,10 @@ fn service_of(sl: &EndpointSlice) -> Option<(&str, &str)> {
 /// The Services whose slices differ between `old` and `new` (added, removed or changed; a
 /// slice moved to another Service counts for both). Equal resourceVersions mean equal slices.
 /// One walk over both lists in (namespace, name) order (the order the watch keeps them in).
-pub fn changed_services(old: &[EndpointSlice], new: &[EndpointSlice]) -> BTreeSet<ServiceKey> {
+pub fn changed_services(
+    old: &[Arc<EndpointSlice>],
+    new: &[Arc<EndpointSlice>],
+) -> BTreeSet<ServiceKey> {
     let (old, new) = (in_order(old), in_order(new));
     let mut out = BTreeSet::new();
     let mut add = |s: &EndpointSlice| {
@@ -184,10 +186,11 @@ pub fn changed_services(old: &[EndpointSlice], new: &[EndpointSlice]) -> BTreeSe
             std::cmp::Ordering::Equal => {
                 let (o, n) = (old[i], new[j]);
                 let rvs = (&o.metadata.resource_version, &n.metadata.resource_version);
-                let same = match rvs {
-                    (Some(a), Some(b)) if a == b => true,
-                    _ => o == n,
-                };
+                let same = std::ptr::eq(o, n)
+                    || match rvs {
+                        (Some(a), Some(b)) if a == b => true,
+                        _ => o == n,
+                    };
                 if !same {
                     add(o);
                     add(n);
@@ -201,8 +204,8 @@ pub fn changed_services(old: &[EndpointSlice], new: &[EndpointSlice]) -> BTreeSe
 }
 
 /// The slices by (namespace, name): as given when already in that order.
-fn in_order(v: &[EndpointSlice]) -> Vec<&EndpointSlice> {
-    let mut refs: Vec<&EndpointSlice> = v.iter().collect();
+fn in_order(v: &[Arc<EndpointSlice>]) -> Vec<&EndpointSlice> {
+    let mut refs: Vec<&EndpointSlice> = v.iter().map(|s| &**s).collect();
     if !refs.is_sorted_by(|a, b| order_key(a) <= order_key(b)) {
         refs.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
     }

@@ -68,7 +68,7 @@ fn watched(opts: &Options, ns: &str) -> bool {
 /// `rejected` (field named) and reported in the status.
 pub fn map(objs: &Objects, opts: &Options, listeners: &[config::Listener]) -> GatewayMapped {
     let mut out = GatewayMapped::default();
-    let mut classes: Vec<&GatewayClass> = (objs.gateway_classes.iter())
+    let mut classes: Vec<&GatewayClass> = (objs.gateway_classes.items())
         .filter(|c| c.spec.controller_name == opts.controller)
         .collect();
     classes.sort_by_key(|c| c.metadata.name.clone());
@@ -86,14 +86,14 @@ pub fn map(objs: &Objects, opts: &Options, listeners: &[config::Listener]) -> Ga
             .any(|c| c.metadata.name.as_deref() == Some(&g.spec.gateway_class_name))
             && watched(opts, &key(&g.metadata).0)
     };
-    let mut gateways: Vec<&Gateway> = objs.gateways.iter().filter(ours).collect();
+    let mut gateways: Vec<&Gateway> = objs.gateways.items().filter(ours).collect();
     gateways.sort_by_key(|g| key(&g.metadata));
     let grants = refs::Grants::new(&objs.reference_grants);
     let mut attach = Vec::new();
     for g in gateways {
         gateway(&mut out, &mut attach, &grants, objs, g, listeners);
     }
-    let mut routes: Vec<_> = (objs.http_routes.iter())
+    let mut routes: Vec<_> = (objs.http_routes.items())
         .filter(|r| watched(opts, &key(&r.metadata).0))
         .collect();
     routes.sort_by_key(|r| key(&r.metadata));

@@ -26,6 +26,7 @@ use super::{Mapped, ObjectError, Objects, Options, TlsCert};
 use crate::config::{Cluster, HeaderEdits, PathMatch, Redirect, Route};
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressClass, IngressTLS};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 const LEGACY_CLASS: &str = "kubernetes.io/ingress.class";
 const DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
@@ -41,7 +42,7 @@ pub(super) struct Classes {
 }
 
 impl Classes {
-    pub(super) fn new(classes: &[IngressClass], opts: &Options) -> Classes {
+    pub(super) fn new(classes: &[Arc<IngressClass>], opts: &Options) -> Classes {
         let mut c = Classes {
             names: BTreeSet::new(),
             legacy: BTreeSet::new(),

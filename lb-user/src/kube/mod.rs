@@ -107,9 +107,7 @@ pub fn to_config(objs: &Objects, opts: &Options) -> Mapped {
 /// are mapped after all others (they split the others' routes).
 pub fn to_config_with(objs: &Objects, opts: &Options, plain_listeners: &[String]) -> Mapped {
     let classes = ingress::Classes::new(&objs.ingress_classes, opts);
-    let mut ours: Vec<&Ingress> = objs
-        .ingresses
-        .iter()
+    let mut ours: Vec<&Ingress> = (objs.ingresses.items())
         .filter(|i| {
             let ns = i.metadata.namespace.as_deref().unwrap_or("default");
             opts.namespaces.is_empty() || opts.namespaces.iter().any(|n| n == ns)

@@ -1,10 +1,12 @@
 //! What the mapping reads: one sorted list per kind, each shared (`Arc`) between successive
-//! [`Objects`] so a change to one kind neither copies nor compares the others.
+//! [`Objects`] so a change to one kind neither copies nor compares the others; the objects
+//! themselves are the reflector stores' own (`Arc`), never copied.
 
 use super::gateway::types::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::Resource;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
@@ -27,32 +29,56 @@ pub struct Objects {
 impl Objects {
     /// Equal content, kind by kind (a list shared with `other` is equal without a look).
     pub fn same(&self, other: &Objects) -> bool {
-        self.same_except_slices(other) && self.endpoint_slices == other.endpoint_slices
+        self.same_except_slices(other) && same_kind(&self.endpoint_slices, &other.endpoint_slices)
     }
 
     /// Equal in every kind but EndpointSlices: a change the endpoint fast path may take.
     pub fn same_except_slices(&self, b: &Objects) -> bool {
-        self.ingress_classes == b.ingress_classes
-            && self.ingresses == b.ingresses
-            && self.services == b.services
-            && self.secrets == b.secrets
+        same_kind(&self.ingress_classes, &b.ingress_classes)
+            && same_kind(&self.ingresses, &b.ingresses)
+            && same_kind(&self.services, &b.services)
+            && same_kind(&self.secrets, &b.secrets)
             && self.config_map == b.config_map
-            && self.gateway_classes == b.gateway_classes
-            && self.gateways == b.gateways
-            && self.http_routes == b.http_routes
-            && self.reference_grants == b.reference_grants
+            && same_kind(&self.gateway_classes, &b.gateway_classes)
+            && same_kind(&self.gateways, &b.gateways)
+            && same_kind(&self.http_routes, &b.http_routes)
+            && same_kind(&self.reference_grants, &b.reference_grants)
     }
 }
 
+/// Equal lists: the same list, or pairwise the same object by namespace, name and
+/// resourceVersion (the API server changes it with every write), or by content without one.
+fn same_kind<K: Resource + PartialEq>(a: &Shared<K>, b: &Shared<K>) -> bool {
+    a.ptr_eq(b)
+        || a.len() == b.len()
+            && a.iter().zip(b.iter()).all(|(x, y)| {
+                let (m, n) = (x.meta(), y.meta());
+                match (&m.resource_version, &n.resource_version) {
+                    (Some(r), Some(s)) => r == s && m.namespace == n.namespace && m.name == n.name,
+                    _ => x == y,
+                }
+            })
+}
+
 /// One kind's objects, shared by reference between snapshots of the stores; reads go through
-/// `Deref` to the `Vec`, writes (tests, filters) copy it first if it is shared.
+/// `Deref` to the `Vec`, writes (tests, filters) copy the list (not the objects) if shared.
 #[derive(Debug)]
-pub struct Shared<K>(Arc<Vec<K>>);
+pub struct Shared<K>(Arc<Vec<Arc<K>>>);
 
 impl<K> Shared<K> {
     /// The same list (not just equal content) as `other`.
     pub fn ptr_eq(&self, other: &Shared<K>) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// A list of objects shared with their owner (the reflector stores).
+    pub fn from_arcs(v: Vec<Arc<K>>) -> Self {
+        Shared(Arc::new(v))
+    }
+
+    /// The objects (not their `Arc`s).
+    pub fn items(&self) -> impl DoubleEndedIterator<Item = &K> + Clone {
+        self.0.iter().map(|k| &**k)
     }
 }
 
@@ -70,13 +96,13 @@ impl<K> Default for Shared<K> {
 
 impl<K> From<Vec<K>> for Shared<K> {
     fn from(v: Vec<K>) -> Self {
-        Shared(Arc::new(v))
+        v.into_iter().collect()
     }
 }
 
 impl<K> FromIterator<K> for Shared<K> {
     fn from_iter<I: IntoIterator<Item = K>>(iter: I) -> Self {
-        Shared(Arc::new(iter.into_iter().collect()))
+        Shared(Arc::new(iter.into_iter().map(Arc::new).collect()))
     }
 }
 
@@ -87,23 +113,23 @@ impl<K: PartialEq> PartialEq for Shared<K> {
 }
 
 impl<K> Deref for Shared<K> {
-    type Target = Vec<K>;
-    fn deref(&self) -> &Vec<K> {
+    type Target = Vec<Arc<K>>;
+    fn deref(&self) -> &Vec<Arc<K>> {
         &self.0
     }
 }
 
-impl<K: Clone> DerefMut for Shared<K> {
-    fn deref_mut(&mut self) -> &mut Vec<K> {
+impl<K> DerefMut for Shared<K> {
+    fn deref_mut(&mut self) -> &mut Vec<Arc<K>> {
         Arc::make_mut(&mut self.0)
     }
 }
 
 impl<'a, K> IntoIterator for &'a Shared<K> {
     type Item = &'a K;
-    type IntoIter = std::slice::Iter<'a, K>;
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, Arc<K>>, fn(&'a Arc<K>) -> &'a K>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.0.iter().map(|k| &**k)
     }
 }
 
@@ -116,7 +142,7 @@ mod tests {
         let a: Shared<u32> = vec![1, 2].into();
         let mut b = a.clone();
         assert!(a.ptr_eq(&b) && a == b);
-        b.push(3);
+        b.push(Arc::new(3));
         assert!(!a.ptr_eq(&b));
         assert_eq!((a.len(), b.len()), (2, 3));
         let c: Shared<u32> = vec![1, 2].into();
@@ -127,9 +153,9 @@ mod tests {
     fn same_except_slices_ignores_only_slices() {
         let a = Objects::default();
         let mut b = a.clone();
-        b.endpoint_slices.push(EndpointSlice::default());
+        b.endpoint_slices.push(Default::default());
         assert!(a.same_except_slices(&b) && !a.same(&b));
-        b.services.push(Service::default());
+        b.services.push(Default::default());
         assert!(!a.same_except_slices(&b));
     }
 }

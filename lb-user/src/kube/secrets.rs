@@ -24,7 +24,7 @@ pub(super) fn referenced(objs: &Objects, opts: &Options) -> BTreeSet<(String, St
             }
         }
     }
-    let classes: Vec<&str> = (objs.gateway_classes.iter())
+    let classes: Vec<&str> = (objs.gateway_classes.items())
         .filter(|c| c.spec.controller_name == opts.controller)
         .filter_map(|c| c.metadata.name.as_deref())
         .collect();

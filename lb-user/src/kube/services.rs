@@ -15,7 +15,6 @@ use super::endpoints;
 use super::{ObjectError, Objects, Options};
 use crate::config::{self, Cluster, Config, Endpoint, L4Protocol, L4Service, L4Target};
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use lb_common::{L4_ENDPOINT_CAPACITY, L4_SERVICE_CAPACITY};
 use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
@@ -38,9 +37,7 @@ pub struct L4Mapped {
 /// `xdp.l4` SNAT addresses, its own `l4_services`, listeners and clusters, and the capacities
 /// they leave. Never fails as a whole.
 pub fn to_l4(objs: &Objects, opts: &Options, base: &Config) -> L4Mapped {
-    let mut svcs: Vec<&Service> = objs
-        .services
-        .iter()
+    let mut svcs: Vec<&Service> = (objs.services.items())
         .filter(|s| {
             let ns = s.metadata.namespace.as_deref().unwrap_or("default");
             opts.namespaces.is_empty() || opts.namespaces.iter().any(|n| n == ns)
@@ -50,9 +47,10 @@ pub fn to_l4(objs: &Objects, opts: &Options, base: &Config) -> L4Mapped {
         let key = |s: &Service| (s.metadata.namespace.clone(), s.metadata.name.clone());
         key(a).cmp(&key(b))
     });
+    let index = super::ingress::Index::new(objs);
     let mut m = Mapper::new(base);
     for s in svcs {
-        m.service(s, &objs.endpoint_slices);
+        m.service(s, &index);
     }
     m.out
 }
@@ -92,7 +90,7 @@ impl<'a> Mapper<'a> {
         }
     }
 
-    fn service(&mut self, svc: &Service, slices: &[EndpointSlice]) {
+    fn service(&mut self, svc: &Service, index: &super::ingress::Index) {
         let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
         let name = svc.metadata.name.as_deref().unwrap_or_default();
         let reject = |out: &mut L4Mapped, message: String| {
@@ -154,7 +152,8 @@ impl<'a> Mapper<'a> {
                 );
                 continue;
             };
-            let eps = endpoints::endpoints(ns, name, sp, slices);
+            let found = index.slices(ns, name).iter().copied();
+            let eps = endpoints::endpoints(ns, name, sp, found);
             for v4 in [true, false] {
                 let family: Vec<IpAddr> =
                     vips.iter().copied().filter(|v| v.is_ipv4() == v4).collect();

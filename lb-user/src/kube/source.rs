@@ -8,6 +8,7 @@ use crate::source::{self, TlsMaterials};
 use crate::tls;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How `lb run` reaches Kubernetes and what it takes from it.
 #[derive(Debug, Clone, Default)]
@@ -82,23 +83,24 @@ pub fn merge_with(
     rejected.extend(mapped.rejected);
     let mut sources = mapped.sources;
     let mut cfg = base.clone();
-    cfg.routes.extend(mapped.routes);
-    cfg.clusters.extend(mapped.clusters);
+    cfg.routes.extend(mapped.routes.into_iter().map(Arc::new));
+    cfg.clusters
+        .extend(mapped.clusters.into_iter().map(Arc::new));
     // Gateway API routes after the Ingress ones; a Service port both use shares one cluster.
     let gw = super::gateway::map(objs, opts, &base.listeners);
     rejected.extend(gw.rejected);
     sources.extend(gw.sources);
-    cfg.routes.extend(gw.routes);
+    cfg.routes.extend(gw.routes.into_iter().map(Arc::new));
     for c in gw.clusters {
         if !cfg.clusters.iter().any(|x| x.name == c.name) {
-            cfg.clusters.push(c);
+            cfg.clusters.push(Arc::new(c));
         }
     }
     let l4 = super::services::to_l4(objs, opts, base);
     rejected.extend(l4.rejected);
     sources.opaque.extend(l4.services_read);
     cfg.l4_services.extend(l4.services);
-    cfg.clusters.extend(l4.clusters);
+    cfg.clusters.extend(l4.clusters.into_iter().map(Arc::new));
     config::check(&cfg)?;
     let mut certs = Vec::new();
     for t in mapped.tls.iter().chain(&gw.tls) {

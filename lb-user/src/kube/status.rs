@@ -86,10 +86,11 @@ fn parent_ref(p: &ParentRef, route_ns: &str) -> Value {
 /// The desired `status` of every object with one, by (kind, namespace, name).
 type Desired = BTreeMap<(&'static str, String, String), Value>;
 
-fn find<'o, K: Resource>(list: &'o [K], ns: &str, name: &str) -> Option<&'o K> {
-    list.iter().find(|o| {
+fn find<'o, K: Resource>(list: &'o [Arc<K>], ns: &str, name: &str) -> Option<&'o K> {
+    let found = list.iter().find(|o| {
         o.meta().namespace.as_deref().unwrap_or("") == ns && o.meta().name.as_deref() == Some(name)
-    })
+    });
+    found.map(|o| &**o)
 }
 
 /// Every status we want, each next to the object's current one (both JSON).
@@ -156,7 +157,7 @@ pub fn desired(
     if !addresses.is_empty() {
         let classes = ingress::Classes::new(&objs.ingress_classes, opts);
         let lb: Vec<Value> = addresses.iter().map(|a| address(a, "ip")).collect();
-        for i in objs.ingresses.iter().filter(|i| classes.is_ours(i)) {
+        for i in objs.ingresses.items().filter(|i| classes.is_ours(i)) {
             let ns = i
                 .metadata
                 .namespace
@@ -348,8 +349,9 @@ mod tests {
         assert!(!satisfied(class, &want[0].2) && !satisfied(ing, &want[1].2));
 
         // Once the objects carry them, nothing is to be written; the transition time stays.
-        objs.gateway_classes[0].status = Some(class.clone());
-        objs.ingresses[0].status = Some(serde_json::from_value(ing.clone()).unwrap());
+        Arc::make_mut(&mut objs.gateway_classes[0]).status = Some(class.clone());
+        Arc::make_mut(&mut objs.ingresses[0]).status =
+            Some(serde_json::from_value(ing.clone()).unwrap());
         let again = desired(&s, &objs, &Options::default(), &addrs);
         assert!(
             again.iter().all(|(_, w, cur)| satisfied(w, cur)),

@@ -65,6 +65,14 @@ fn served(base: &Config, objs: &Arc<Objects>) -> Served {
     Served::new(objs.clone(), Arc::new(m.config), m.sources)
 }
 
+fn owned(v: &[Arc<EndpointSlice>]) -> Vec<EndpointSlice> {
+    v.iter().map(|s| EndpointSlice::clone(s)).collect()
+}
+
+fn arcs(v: &[EndpointSlice]) -> Vec<Arc<EndpointSlice>> {
+    v.iter().cloned().map(Arc::new).collect()
+}
+
 /// Slice changes a scale event or a rollout makes.
 fn mutations(slices: &[EndpointSlice]) -> Vec<(String, Vec<EndpointSlice>)> {
     let mut out = Vec::new();
@@ -116,7 +124,7 @@ fn patches_equal_the_full_merge_or_are_refused() {
     for (name, text, must_patch) in fixtures {
         let objs = Arc::new(objects(&with_common(name, text)));
         let (mut patched, mut refused) = (0, 0);
-        for (what, slices) in mutations(&objs.endpoint_slices) {
+        for (what, slices) in mutations(&owned(&objs.endpoint_slices)) {
             let mut s = served(&base, &objs);
             let mut next = Objects::clone(&objs);
             next.endpoint_slices = slices.into();
@@ -165,7 +173,7 @@ fn backup_endpoints_are_patched_as_backups() {
         "the fixture has a backup Service with endpoints"
     );
     let mut next = Objects::clone(&objs);
-    let old = next.endpoint_slices.to_vec();
+    let old = owned(&next.endpoint_slices);
     next.endpoint_slices = old
         .into_iter()
         .filter(|sl| {
@@ -191,7 +199,8 @@ fn other_changes_and_l4_services_go_the_full_way() {
     let objs = Arc::new(objects(include_str!("fixtures/endpoints.yaml")));
     let mut s = served(&base, &objs);
     let mut svc_changed = Objects::clone(&objs);
-    svc_changed.services[0].metadata.labels = Some([("x".to_string(), "y".to_string())].into());
+    Arc::make_mut(&mut svc_changed.services[0]).metadata.labels =
+        Some([("x".to_string(), "y".to_string())].into());
     assert!(
         s.patch(&Arc::new(svc_changed)).is_none(),
         "a Service change"
@@ -205,7 +214,7 @@ fn other_changes_and_l4_services_go_the_full_way() {
 
     let l4 = Arc::new(objects(include_str!("fixtures/services.yaml")));
     let mut s = served(&base, &l4);
-    for (what, slices) in mutations(&l4.endpoint_slices) {
+    for (what, slices) in mutations(&owned(&l4.endpoint_slices)) {
         let mut next = Objects::clone(&l4);
         next.endpoint_slices = slices.into();
         assert!(
@@ -238,20 +247,23 @@ fn changed_services_compare_resource_versions_then_content() {
         slice("a-1", "a", Some("1"), "10.9.9.9"),
         slice("b-1", "b", None, "10.0.0.2"),
     ];
-    assert_eq!(changed_services(&old, &new), keys(&[]));
+    assert_eq!(changed_services(&arcs(&old), &arcs(&new)), keys(&[]));
     // No resourceVersion: compared by content.
     let new = [
         slice("a-1", "a", Some("1"), "10.0.0.1"),
         slice("b-1", "b", None, "10.0.0.3"),
     ];
-    assert_eq!(changed_services(&old, &new), keys(&[("ns", "b")]));
+    assert_eq!(
+        changed_services(&arcs(&old), &arcs(&new)),
+        keys(&[("ns", "b")])
+    );
     // Added, removed, and moved to another Service.
     let new = [
         slice("a-1", "c", Some("2"), "10.0.0.1"),
         slice("d-1", "d", None, "10.0.0.4"),
     ];
     assert_eq!(
-        changed_services(&old, &new),
+        changed_services(&arcs(&old), &arcs(&new)),
         keys(&[("ns", "a"), ("ns", "b"), ("ns", "c"), ("ns", "d")])
     );
 }

@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 
 pub struct ClusterState {
     pub name: Arc<str>,
-    pub cfg: Cluster,
+    pub cfg: Arc<Cluster>,
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Effective weights from the snapshot (health, overrides, backups, slow start).
     pub weights: Vec<u32>,
@@ -70,7 +70,7 @@ impl Endpoint {
 
 /// `old` is what [`build_cluster`] would build for `c` now (with the same TLS material): same
 /// config and the same effective weights.
-pub(super) fn unchanged(old: &ClusterState, c: &Cluster, view: Option<&ClusterView>) -> bool {
+pub(super) fn unchanged(old: &ClusterState, c: &Arc<Cluster>, view: Option<&ClusterView>) -> bool {
     let same_weights = match view {
         Some(v) => (old.weights.iter())
             .copied()
@@ -79,11 +79,11 @@ pub(super) fn unchanged(old: &ClusterState, c: &Cluster, view: Option<&ClusterVi
             .copied()
             .eq(c.endpoints.iter().map(|e| u32::from(e.weight.0) * SCALE)),
     };
-    same_weights && old.cfg == *c
+    same_weights && (Arc::ptr_eq(&old.cfg, c) || old.cfg == *c)
 }
 
 pub(super) fn build_cluster(
-    c: &Cluster,
+    c: &Arc<Cluster>,
     view: Option<&ClusterView>,
     snap: &Snapshot,
     old: Option<&ClusterState>,

@@ -55,9 +55,10 @@ enum ValueTest {
 
 impl RouteTable {
     /// Compiles validated routes. Invalid regexes (already reported by validation) never match.
-    pub fn build(routes: &[Route]) -> RouteTable {
+    pub fn build<R: std::borrow::Borrow<Route>>(routes: &[R]) -> RouteTable {
         let mut t = RouteTable::default();
         for (i, r) in routes.iter().enumerate() {
+            let r: &Route = r.borrow();
             for host in &r.hosts {
                 let host = host.to_ascii_lowercase();
                 let g = if host == "*" {

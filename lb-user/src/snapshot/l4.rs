@@ -50,10 +50,11 @@ pub struct L4EndpointView {
 /// Builds the view from a validated config and its cluster views (same order as
 /// `cfg.clusters`).
 pub fn view(cfg: &Config, clusters: &[ClusterView]) -> L4View {
-    let by_name: HashMap<&str, usize> = cfg
-        .clusters
-        .iter()
-        .enumerate()
+    // Only the L4 services' clusters (thousands of L7 clusters are not indexed for none).
+    let wanted: std::collections::HashSet<&str> =
+        cfg.l4_services.iter().map(|s| s.cluster.as_str()).collect();
+    let by_name: HashMap<&str, usize> = (cfg.clusters.iter().enumerate())
+        .filter(|(_, c)| !wanted.is_empty() && wanted.contains(c.name.as_str()))
         .map(|(i, c)| (c.name.as_str(), i))
         .collect();
     let services = cfg

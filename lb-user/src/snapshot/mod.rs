@@ -4,7 +4,7 @@
 pub mod l4;
 pub mod view;
 
-use crate::config::{Cidr, Config, Listener};
+use crate::config::{Cidr, Cluster, Config, Listener};
 use crate::health::HealthView;
 use crate::proxy::route::RouteTable;
 use crate::runtime::Overrides;
@@ -73,7 +73,7 @@ impl Snapshot {
         now: Instant,
         version: u64,
     ) -> Snapshot {
-        let routes = if config.routes == self.config.routes {
+        let routes = if same_items(&config.routes, &self.config.routes) {
             self.routes.clone()
         } else {
             Arc::new(RouteTable::build(&config.routes))
@@ -83,7 +83,24 @@ impl Snapshot {
         } else {
             Arc::new(deny_list(&config))
         };
-        let clusters = views(&config, &overrides, &health, now);
+        // A cluster whose config, overrides and health are as before keeps its view (unless
+        // slow start is ramping it): with 10k clusters, recomputing all is most of the cost.
+        let same_state =
+            Arc::ptr_eq(&overrides, &self.overrides) && Arc::ptr_eq(&health, &self.health);
+        let old: std::collections::HashMap<*const Cluster, &ClusterView> = if same_state {
+            (self.config.clusters.iter().zip(&self.clusters))
+                .filter(|(_, v)| v.next_ramp.is_none())
+                .map(|(c, v)| (Arc::as_ptr(c), v))
+                .collect()
+        } else {
+            Default::default()
+        };
+        let clusters: Vec<ClusterView> = (config.clusters.iter())
+            .map(|c| match old.get(&Arc::as_ptr(c)) {
+                Some(v) => ClusterView::clone(v),
+                None => view::cluster(c, &overrides, &health, now),
+            })
+            .collect();
         Snapshot {
             version,
             l4: l4::derive(&self.l4, &config, &clusters),
@@ -128,6 +145,11 @@ pub fn build(cfg: &Config, tls: TlsMaterials, version: u64) -> Snapshot {
         overrides: Arc::new(o),
         health: Arc::new(h),
     }
+}
+
+/// Equal lists of shared items (the same `Arc`s, or equal values).
+fn same_items<T: PartialEq>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y) || x == y)
 }
 
 /// The deny-list prefixes, deduplicated, each with the first rule that named it.

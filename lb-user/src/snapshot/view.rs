@@ -144,7 +144,7 @@ mod tests {
 
     fn cluster_cfg(yaml: &str) -> Cluster {
         let cfg = crate::config::parse(yaml).unwrap();
-        cfg.clusters[0].clone()
+        Cluster::clone(&cfg.clusters[0])
     }
 
     fn key(c: &Cluster, i: usize) -> EpKey {

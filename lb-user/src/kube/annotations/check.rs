@@ -6,7 +6,7 @@ use super::{field, Parsed};
 use crate::config::{self, Cluster, Config, ConfigError, Endpoint, Route};
 use crate::tls;
 use serde_yaml::{Mapping, Value};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 /// Stands in for a cluster name that is only known per route (the mirror target).
 pub(super) const PLACEHOLDER: &str = "annotations";
@@ -142,15 +142,17 @@ pub(crate) fn check_route(r: &Route) -> Result<(), Vec<ConfigError>> {
     names.sort_unstable();
     names.dedup();
     let cfg = Config {
-        routes: vec![Route {
+        routes: vec![Arc::new(Route {
             listeners: Vec::new(), // the config file's listeners: known to be there
             ..r.clone()
-        }],
+        })],
         clusters: names
             .into_iter()
-            .map(|n| Cluster {
-                name: n.to_string(),
-                ..stub.clone()
+            .map(|n| {
+                Arc::new(Cluster {
+                    name: n.to_string(),
+                    ..stub.clone()
+                })
             })
             .collect(),
         ..Config::default()
@@ -171,7 +173,7 @@ pub(super) fn cluster<'a>(
         .map_err(|(p, m)| blame(present.clone(), Level::Cluster, &p, &m))?;
     c.endpoints = endpoints;
     let cfg = Config {
-        clusters: vec![c],
+        clusters: vec![Arc::new(c)],
         ..Config::default()
     };
     if let Err(e) = config::check(&cfg) {
@@ -182,6 +184,7 @@ pub(super) fn cluster<'a>(
         return Err(msgs.join("; "));
     }
     let c = cfg.clusters.into_iter().next().ok_or("no cluster")?;
+    let c = Arc::unwrap_or_clone(c);
     if let Err(m) = backend_tls(&c) {
         return Err(blame(present, Level::Cluster, "clusters[0].tls", &m));
     }

@@ -5,12 +5,13 @@ use super::types::{Listener, ObjectRef, ReferenceGrant, GROUP};
 use crate::kube::ingress::Index;
 use crate::kube::{Objects, TlsCert};
 use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
+use std::sync::Arc;
 
 /// The ReferenceGrants of the cluster.
-pub(super) struct Grants<'a>(&'a [ReferenceGrant]);
+pub(super) struct Grants<'a>(&'a [Arc<ReferenceGrant>]);
 
 impl<'a> Grants<'a> {
-    pub(super) fn new(g: &'a [ReferenceGrant]) -> Grants<'a> {
+    pub(super) fn new(g: &'a [Arc<ReferenceGrant>]) -> Grants<'a> {
         Grants(g)
     }
 
@@ -85,7 +86,7 @@ pub(super) fn listener_certs(
             );
             return Err(("RefNotPermitted", m));
         }
-        let secret: Option<&Secret> = objs.secrets.iter().find(|s| {
+        let secret: Option<&Secret> = objs.secrets.items().find(|s| {
             s.metadata.namespace.as_deref() == Some(&ns)
                 && s.metadata.name.as_deref() == Some(&r.name)
         });

@@ -20,6 +20,7 @@ use crate::kube::endpoints::{cluster, endpoints, EndpointSource};
 use crate::kube::ingress::Index;
 use crate::kube::ObjectError;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub(super) struct Mapper<'a, 'g> {
     /// Services and their EndpointSlices by namespace and name.
@@ -320,8 +321,10 @@ impl Mapper<'_, '_> {
                 || route.clusters.iter().any(|w| w.name == c.name)
                 || route.mirror.as_ref().is_some_and(|m| m.cluster == c.name)
         };
-        cfg.clusters = self.clusters.values().filter(used).cloned().collect();
-        cfg.routes = vec![route];
+        cfg.clusters = (self.clusters.values().filter(used))
+            .map(|c| Arc::new(c.clone()))
+            .collect();
+        cfg.routes = vec![Arc::new(route)];
         config::check(&cfg).map_err(|e| e.to_string())
     }
 }

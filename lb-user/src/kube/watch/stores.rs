@@ -36,7 +36,7 @@ impl Stores {
         ) -> Shared<K> {
             match prev {
                 Some(p) if !stale => p.clone(),
-                _ => sorted(stores).into(),
+                _ => Shared::from_arcs(sorted(stores)),
             }
         }
         let is = |bits: u32| dirty & bits != 0;
@@ -58,10 +58,12 @@ impl Stores {
                 &self.endpoint_slices,
             ),
             secrets: kind(p.map(|p| &p.secrets), is(refs), &self.secrets),
-            config_map: sorted(&self.config_maps).into_iter().find(|c| {
-                c.metadata.namespace.as_ref() == Some(cm_ns)
-                    && c.metadata.name.as_ref() == Some(cm_name)
-            }),
+            config_map: (sorted(&self.config_maps).into_iter())
+                .find(|c| {
+                    c.metadata.namespace.as_ref() == Some(cm_ns)
+                        && c.metadata.name.as_ref() == Some(cm_name)
+                })
+                .map(Arc::unwrap_or_clone),
             gateway_classes: kind(
                 p.map(|p| &p.gateway_classes),
                 is(GATEWAY_CLASS),
@@ -110,11 +112,11 @@ pub(super) fn kind_bit(kind: &str) -> u32 {
 }
 
 /// The stores' objects sorted by (namespace, name): the order objects arrived in never shows.
-fn sorted<K: Resource<DynamicType = ()> + Clone>(stores: &[Store<K>]) -> Vec<K> {
+fn sorted<K: Resource<DynamicType = ()> + Clone>(stores: &[Store<K>]) -> Vec<Arc<K>> {
     let mut all: Vec<Arc<K>> = stores.iter().flat_map(|s| s.state()).collect();
     all.sort_by(|a, b| {
         let (a, b) = (a.meta(), b.meta());
         (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
     });
-    all.iter().map(|k| K::clone(k)).collect()
+    all
 }
