@@ -4,7 +4,6 @@
 mod support;
 
 use lb_tests::lb::{free_local_addr, Lb};
-use lb_tests::lb_bin;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use support::switch::Switch;
 const T: Duration = Duration::from_secs(5);
 
 fn start(yaml: &str) -> Lb<'static> {
-    Lb::start(&lb_bin(), None, yaml, free_local_addr(), &[]).unwrap()
+    support::start_lb(yaml, &[])
 }
 
 /// A config routing every host to cluster `app` of the named switches, with `health` (the

@@ -6,7 +6,6 @@ mod support;
 
 use lb_tests::http::{self, Backend, KeepAliveClient, Response};
 use lb_tests::lb::{free_local_addr, metric_sum, Lb};
-use lb_tests::lb_bin;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,14 +18,7 @@ const T: Duration = Duration::from_secs(5);
 
 /// `lb run` with file watching off (reloads only by SIGHUP).
 fn start(yaml: &str) -> Lb<'static> {
-    Lb::start(
-        &lb_bin(),
-        None,
-        yaml,
-        free_local_addr(),
-        &["--watch-secs", "0"],
-    )
-    .unwrap()
+    support::start_lb(yaml, &["--watch-secs", "0"])
 }
 
 fn origin(name: &str) -> Origin {

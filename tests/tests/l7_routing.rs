@@ -7,7 +7,6 @@ mod support;
 
 use lb_tests::http::{self, Backend, KeepAliveClient, Response};
 use lb_tests::lb::{free_local_addr, Lb};
-use lb_tests::lb_bin;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -28,7 +27,7 @@ fn backend(name: &str) -> Backend {
 
 /// Starts lb with `yaml` (which must use `listen`); panics with the log on failure.
 fn start(yaml: &str) -> Lb<'static> {
-    Lb::start(&lb_bin(), None, yaml, free_local_addr(), &[]).unwrap()
+    support::start_lb(yaml, &[])
 }
 
 /// One request on a fresh connection (`Connection: close`) with extra headers.

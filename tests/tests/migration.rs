@@ -4,7 +4,6 @@
 mod support;
 
 use lb_tests::lb::{free_local_addr, Lb};
-use lb_tests::lb_bin;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,7 +16,7 @@ use support::switch::Switch;
 const T: Duration = Duration::from_secs(5);
 
 fn start(yaml: &str) -> Lb<'static> {
-    Lb::start(&lb_bin(), None, yaml, free_local_addr(), &[]).unwrap()
+    support::start_lb(yaml, &[])
 }
 
 /// Sets an endpoint's weight through the API; returns the endpoint object of the 200 reply.

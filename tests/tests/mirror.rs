@@ -9,7 +9,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lb_tests::http::{self, KeepAliveClient};
 use lb_tests::lb::{free_local_addr, Lb};
-use lb_tests::lb_bin;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +20,7 @@ const T: Duration = Duration::from_secs(8);
 const ARGS: &[&str] = &["--watch-secs", "0", "--grace-secs", "1"];
 
 fn start(yaml: &str) -> Lb<'static> {
-    Lb::start(&lb_bin(), None, yaml, free_local_addr(), ARGS).unwrap()
+    support::start_lb(yaml, ARGS)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ mod support;
 
 use lb_tests::http::{KeepAliveClient, Response};
 use lb_tests::lb::{free_local_addr, Lb};
-use lb_tests::lb_bin;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::origin::Origin;
@@ -14,14 +13,7 @@ const T: Duration = Duration::from_secs(5);
 
 /// `lb run` with file watching off (reloads only by SIGHUP).
 fn start(yaml: &str) -> Lb<'static> {
-    Lb::start(
-        &lb_bin(),
-        None,
-        yaml,
-        free_local_addr(),
-        &["--watch-secs", "0"],
-    )
-    .unwrap()
+    support::start_lb(yaml, &["--watch-secs", "0"])
 }
 
 /// A listener with `listener_limit`, route `limited` (limited.test) with `route_limit` if any,

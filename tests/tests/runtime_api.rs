@@ -20,7 +20,7 @@ const T: Duration = Duration::from_secs(8);
 const ARGS: &[&str] = &["--watch-secs", "0", "--grace-secs", "1"];
 
 fn start(yaml: &str) -> Lb<'static> {
-    Lb::start(&lb_bin(), None, yaml, free_local_addr(), ARGS).unwrap()
+    support::start_lb(yaml, ARGS)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ use super::observer::{Observer, Outcome, Streak};
 use super::{Active, EpHealth, EpKey, HealthView};
 use crate::config::{ActiveCheck, Cluster};
 use crate::snapshot::Snapshot;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -148,16 +148,28 @@ impl Monitor {
 
     /// Follows the config: new endpoints (slow start after the first snapshot), gone ones,
     /// checkers started, restarted on a changed check, stopped.
+    ///
+    /// Clusters the snapshot shares with the last one (the same `Arc`) are skipped: with 10k
+    /// clusters an endpoint change must not walk every endpoint.
     fn reconcile(&mut self, snap: &Snapshot) {
         let now = Instant::now();
-        let mut live = std::collections::HashSet::new();
-        self.clusters.clear();
+        let mut gone: HashSet<EpKey> = HashSet::new();
         for c in &snap.config.clusters {
-            let name: Arc<str> = c.name.as_str().into();
+            let name: Arc<str> = match self.clusters.get_key_value(c.name.as_str()) {
+                Some((_, old)) if Arc::ptr_eq(old, c) => continue,
+                Some((name, old)) => {
+                    let name = name.clone();
+                    let left = (old.endpoints.iter())
+                        .filter(|e| !c.endpoints.iter().any(|n| n.address == e.address));
+                    gone.extend(left.map(|e| (name.clone(), e.address)));
+                    name
+                }
+                None => c.name.as_str().into(),
+            };
             self.clusters.insert(name.clone(), c.clone());
             for e in &c.endpoints {
                 let key: EpKey = (name.clone(), e.address);
-                live.insert(key.clone());
+                gone.remove(&key);
                 let started = self.started;
                 let ep = self.eps.entry(key.clone()).or_insert_with(|| Ep {
                     h: EpHealth {
@@ -201,16 +213,30 @@ impl Monitor {
                 }
             }
         }
-        self.eps.retain(|k, ep| {
-            let keep = live.contains(k);
-            if !keep {
-                if let Some((_, task)) = ep.checker.take() {
-                    task.abort();
+        if self.clusters.len() != snap.config.clusters.len() {
+            let names: HashSet<&str> = (snap.config.clusters.iter())
+                .map(|c| c.name.as_str())
+                .collect();
+            let removed: Vec<Arc<str>> = (self.clusters.keys())
+                .filter(|n| !names.contains(&***n))
+                .cloned()
+                .collect();
+            for n in removed {
+                if let Some(old) = self.clusters.remove(&n) {
+                    gone.extend(old.endpoints.iter().map(|e| (n.clone(), e.address)));
                 }
             }
-            keep
-        });
-        self.handles.retain(&|k| live.contains(k));
+        }
+        if !gone.is_empty() {
+            for k in &gone {
+                if let Some(mut ep) = self.eps.remove(k) {
+                    if let Some((_, task)) = ep.checker.take() {
+                        task.abort();
+                    }
+                }
+            }
+            self.handles.retain(&|k| !gone.contains(k));
+        }
         self.started = true;
     }
 

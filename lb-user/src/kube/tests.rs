@@ -175,21 +175,17 @@ clusters:
     v
 }
 
+/// The mapping's routes and clusters are exactly `want`'s.
+pub(super) fn assert_mapped(name: &str, got: &Mapped, want: &crate::config::Config) {
+    use crate::config::owned;
+    assert_eq!(got.routes, owned(&want.routes), "{name}: routes");
+    assert_eq!(got.clusters, owned(&want.clusters), "{name}: clusters");
+}
+
 fn check(c: &Case, got: &Mapped) {
     let want = crate::config::parse(c.expect)
         .unwrap_or_else(|e| panic!("{}: expected config invalid: {e}", c.name));
-    assert_eq!(
-        got.routes,
-        crate::config::owned(&want.routes),
-        "{}: routes",
-        c.name
-    );
-    assert_eq!(
-        got.clusters,
-        crate::config::owned(&want.clusters),
-        "{}: clusters",
-        c.name
-    );
+    assert_mapped(c.name, got, &want);
     let rejected: Vec<_> = got
         .rejected
         .iter()

@@ -26,18 +26,7 @@ fn check(c: &Case<'_>, plain: &[String]) {
     let got = map(c.fixture, plain);
     let want = crate::config::parse(c.expect)
         .unwrap_or_else(|e| panic!("{}: expected config invalid: {e}", c.name));
-    assert_eq!(
-        got.routes,
-        crate::config::owned(&want.routes),
-        "{}: routes",
-        c.name
-    );
-    assert_eq!(
-        got.clusters,
-        crate::config::owned(&want.clusters),
-        "{}: clusters",
-        c.name
-    );
+    super::tests::assert_mapped(c.name, &got, &want);
     let rejected: Vec<(&str, &str, &str)> = got
         .rejected
         .iter()
