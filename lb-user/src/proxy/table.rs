@@ -85,10 +85,20 @@ impl Table {
         health: &Handles,
     ) -> Table {
         let cfg = &snapshot.config;
-        // By name: with 10k clusters a search per cluster costs more than the whole build.
-        let old_clusters: HashMap<&str, &Arc<ClusterState>> = prev
-            .map(|p| p.clusters.iter().map(|c| (&*c.name, c)).collect())
-            .unwrap_or_default();
+        // At the same index (the usual case: same cluster list), else by name: with 10k
+        // clusters a search per cluster costs more than the whole build.
+        let at_index = |i: usize, name: &str| {
+            let o = prev.and_then(|p| p.clusters.get(i))?;
+            (*o.name == *name).then_some(o)
+        };
+        let moved = prev.is_some_and(|p| {
+            p.clusters.len() != cfg.clusters.len()
+                || (cfg.clusters.iter().enumerate()).any(|(i, c)| at_index(i, &c.name).is_none())
+        });
+        let old_clusters: HashMap<&str, &Arc<ClusterState>> = match prev {
+            Some(p) if moved => p.clusters.iter().map(|c| (&*c.name, c)).collect(),
+            _ => HashMap::new(),
+        };
         let same_tls = prev.is_some_and(|p| Arc::ptr_eq(&p.snapshot.tls, &snapshot.tls));
         let clusters: Vec<Arc<ClusterState>> = cfg
             .clusters
@@ -96,7 +106,10 @@ impl Table {
             .enumerate()
             .map(|(i, c)| {
                 let view = snapshot.clusters.get(i);
-                let old = old_clusters.get(c.name.as_str()).copied();
+                let old = match moved {
+                    true => old_clusters.get(c.name.as_str()).copied(),
+                    false => at_index(i, &c.name),
+                };
                 match old {
                     Some(o) if same_tls && super::clusters::unchanged(o, c, view) => o.clone(),
                     _ => Arc::new(super::clusters::build_cluster(
@@ -110,13 +123,8 @@ impl Table {
             })
             .collect();
         // Routes refer to clusters by index: shared only when both are as before.
-        let same_routes = prev.filter(|p| {
-            Arc::ptr_eq(&p.snapshot.routes, &snapshot.routes)
-                && p.snapshot.config.clusters.len() == cfg.clusters.len()
-                && (p.snapshot.config.clusters.iter())
-                    .zip(&cfg.clusters)
-                    .all(|(a, b)| a.name == b.name)
-        });
+        let same_routes =
+            prev.filter(|p| Arc::ptr_eq(&p.snapshot.routes, &snapshot.routes) && !moved);
         if let Some(p) = same_routes {
             let listeners = cfg
                 .listeners

@@ -87,16 +87,14 @@ impl Snapshot {
         // slow start is ramping it): with 10k clusters, recomputing all is most of the cost.
         let same_state =
             Arc::ptr_eq(&overrides, &self.overrides) && Arc::ptr_eq(&health, &self.health);
-        let old: std::collections::HashMap<*const Cluster, &ClusterView> = if same_state {
-            (self.config.clusters.iter().zip(&self.clusters))
-                .filter(|(_, v)| v.next_ramp.is_none())
-                .map(|(c, v)| (Arc::as_ptr(c), v))
-                .collect()
-        } else {
-            Default::default()
+        // The same cluster at the same index (the usual case) keeps its view.
+        let old = |i: usize, c: &Arc<Cluster>| {
+            let was = self.config.clusters.get(i)?;
+            let v = self.clusters.get(i)?;
+            (same_state && Arc::ptr_eq(was, c) && v.next_ramp.is_none()).then_some(v)
         };
-        let clusters: Vec<ClusterView> = (config.clusters.iter())
-            .map(|c| match old.get(&Arc::as_ptr(c)) {
+        let clusters: Vec<ClusterView> = (config.clusters.iter().enumerate())
+            .map(|(i, c)| match old(i, c) {
                 Some(v) => ClusterView::clone(v),
                 None => view::cluster(c, &overrides, &health, now),
             })
