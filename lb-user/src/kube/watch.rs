@@ -21,7 +21,7 @@ use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use stores::{kind_bit, Stores};
+use stores::{kind_bit, Stores, Touched, ENDPOINT_SLICE};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -52,6 +52,7 @@ pub fn start(client: Client, opts: &Options, debounce: Duration) -> Watch {
         namespaces: opts.namespaces.clone(),
         changed: changed_tx,
         dirty: Arc::new(AtomicU32::new(0)),
+        slices: Arc::new(Touched::default()),
         failing: Arc::new(AtomicUsize::new(0)),
         synced: Vec::new(),
         tasks: Vec::new(),
@@ -87,6 +88,7 @@ pub fn start(client: Client, opts: &Options, debounce: Duration) -> Watch {
         objects_tx,
         recomputes.clone(),
         w.dirty.clone(),
+        w.slices.clone(),
     );
     w.tasks.push(tokio::spawn(task));
     Watch {
@@ -150,6 +152,7 @@ async fn recompute(
     out: watch::Sender<Option<Arc<Objects>>>,
     recomputes: Arc<AtomicU64>,
     dirty: Arc<AtomicU32>,
+    slices: Arc<Touched>,
 ) {
     let mut last: Option<tokio::time::Instant> = None;
     loop {
@@ -166,7 +169,8 @@ async fn recompute(
         // Equal content (resourceVersions included) is not sent again: a re-list after 410
         // Gone or a reconnect that changed nothing causes no new config.
         let prev = out.borrow().clone();
-        let objs = stores.objects(prev.as_deref(), dirty.swap(0, Ordering::AcqRel));
+        let dirty_now = dirty.swap(0, Ordering::AcqRel);
+        let objs = stores.objects(prev.as_deref(), dirty_now, slices.take());
         last = Some(tokio::time::Instant::now());
         recomputes.fetch_add(1, Ordering::Relaxed);
         let unchanged = prev.as_deref().is_some_and(|prev| prev.same(&objs));
@@ -192,6 +196,8 @@ struct Watchers {
     changed: watch::Sender<()>,
     /// Kinds whose store changed since the recompute task last read them.
     dirty: Arc<AtomicU32>,
+    /// Which EndpointSlices changed since then.
+    slices: Arc<Touched>,
     /// Reflectors currently failing; 0 → 1 logs the outage, back to 0 logs the recovery.
     failing: Arc<AtomicUsize>,
     synced: Vec<Arc<AtomicBool>>,
@@ -248,6 +254,7 @@ impl Watchers {
         let failing = self.failing.clone();
         let kind = K::kind(&()).to_string();
         let (bit, dirty) = (kind_bit(&kind), self.dirty.clone());
+        let touched = (bit == ENDPOINT_SLICE).then(|| self.slices.clone());
         let mut stream = watch_stream(api, cfg).default_backoff().boxed();
         self.tasks.push(tokio::spawn(async move {
             let mut failed = false;
@@ -259,6 +266,7 @@ impl Watchers {
                         // none of it exists, which must not hold back the first sync. The
                         // watcher keeps retrying and fills the store once the kind appears.
                         if !synced.swap(true, Ordering::AcqRel) {
+                            touched.iter().for_each(|t| t.relisted());
                             dirty.fetch_or(bit, Ordering::AcqRel);
                             tracing::warn!(kind, "kube: the API server does not serve this kind (CRD not installed?): treated as none until it does");
                             changed.send_replace(());
@@ -280,13 +288,16 @@ impl Watchers {
                     strip(o);
                 }
                 writer.apply_watcher_event(&event);
+                // Recorded before the dirty bit: a recompute that sees the bit sees the key.
                 match event {
                     Event::InitDone => {
                         synced.store(true, Ordering::Release);
+                        touched.iter().for_each(|t| t.relisted());
                         dirty.fetch_or(bit, Ordering::AcqRel);
                         changed.send_replace(());
                     }
-                    Event::Apply(_) | Event::Delete(_) => {
+                    Event::Apply(o) | Event::Delete(o) => {
+                        touched.iter().for_each(|t| t.record(&o));
                         dirty.fetch_or(bit, Ordering::AcqRel);
                         changed.send_replace(());
                     }

@@ -6,9 +6,10 @@ use crate::kube::{Objects, Options, Shared};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Resource;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// One store per kind and watched namespace (IngressClass: one).
 pub(super) struct Stores {
@@ -28,7 +29,14 @@ pub(super) struct Stores {
 impl Stores {
     /// The stores' content; kinds not in `dirty` (and not depending on one that is) are taken
     /// from `prev` as they are, shared, not copied or sorted again.
-    pub(super) fn objects(&self, prev: Option<&Objects>, dirty: u32) -> Objects {
+    /// EndpointSlices: `slices` names the ones written or deleted since `prev` (None: read them
+    /// all, e.g. after a re-list).
+    pub(super) fn objects(
+        &self,
+        prev: Option<&Objects>,
+        dirty: u32,
+        slices: Option<Vec<Key>>,
+    ) -> Objects {
         fn kind<K: Resource<DynamicType = ()> + Clone>(
             prev: Option<&Shared<K>>,
             stale: bool,
@@ -52,11 +60,16 @@ impl Stores {
             ),
             ingresses: kind(p.map(|p| &p.ingresses), is(INGRESS), &self.ingresses),
             services: kind(p.map(|p| &p.services), is(SERVICE), &self.services),
-            endpoint_slices: kind(
-                p.map(|p| &p.endpoint_slices),
-                is(ENDPOINT_SLICE),
-                &self.endpoint_slices,
-            ),
+            endpoint_slices: match (p, slices) {
+                (Some(p), Some(keys)) if is(ENDPOINT_SLICE) => {
+                    updated(&p.endpoint_slices, keys, &self.endpoint_slices)
+                }
+                _ => kind(
+                    p.map(|p| &p.endpoint_slices),
+                    is(ENDPOINT_SLICE),
+                    &self.endpoint_slices,
+                ),
+            },
             secrets: kind(p.map(|p| &p.secrets), is(refs), &self.secrets),
             config_map: (sorted(&self.config_maps).into_iter())
                 .find(|c| {
@@ -88,7 +101,7 @@ impl Stores {
 const INGRESS_CLASS: u32 = 1;
 const INGRESS: u32 = 1 << 1;
 const SERVICE: u32 = 1 << 2;
-const ENDPOINT_SLICE: u32 = 1 << 3;
+pub(super) const ENDPOINT_SLICE: u32 = 1 << 3;
 const SECRET: u32 = 1 << 4;
 const GATEWAY_CLASS: u32 = 1 << 5;
 const GATEWAY: u32 = 1 << 6;
@@ -119,4 +132,133 @@ fn sorted<K: Resource<DynamicType = ()> + Clone>(stores: &[Store<K>]) -> Vec<Arc
         (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
     });
     all
+}
+
+/// (namespace, name) of an object.
+pub(super) type Key = (Option<String>, Option<String>);
+
+/// The objects of one kind written or deleted since the recompute task last looked, so its
+/// sorted list is updated in place: a scale event must not re-sort 10k EndpointSlices.
+#[derive(Default)]
+pub(super) struct Touched {
+    keys: Mutex<Vec<Key>>,
+    /// A re-list (or a kind that is not served): read the whole store next time.
+    full: AtomicBool,
+}
+
+impl Touched {
+    pub(super) fn record<K: Resource>(&self, o: &K) {
+        let m = o.meta();
+        let key = (m.namespace.clone(), m.name.clone());
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key);
+    }
+
+    pub(super) fn relisted(&self) {
+        self.full.store(true, Ordering::Release);
+    }
+
+    /// What changed since the last call, or None: everything may have.
+    pub(super) fn take(&self) -> Option<Vec<Key>> {
+        let keys = std::mem::take(&mut *self.keys.lock().unwrap_or_else(|e| e.into_inner()));
+        (!self.full.swap(false, Ordering::AcqRel)).then_some(keys)
+    }
+}
+
+/// `prev` with the objects named by `keys` as the stores hold them now (replaced, inserted in
+/// order, or removed when gone).
+fn updated<K: Resource<DynamicType = ()> + Clone>(
+    prev: &Shared<K>,
+    mut keys: Vec<Key>,
+    stores: &[Store<K>],
+) -> Shared<K> {
+    keys.sort();
+    keys.dedup();
+    let mut list: Vec<Arc<K>> = prev.to_vec();
+    for (ns, name) in keys {
+        let Some(n) = name.as_deref() else {
+            continue;
+        };
+        let r = match ns.as_deref() {
+            Some(ns) => ObjectRef::<K>::new(n).within(ns),
+            None => ObjectRef::<K>::new(n),
+        };
+        let now = stores.iter().find_map(|s| s.get(&r));
+        let at = list.binary_search_by(|o| {
+            let m = o.meta();
+            (&m.namespace, &m.name).cmp(&(&ns, &name))
+        });
+        match (at, now) {
+            (Ok(i), Some(o)) => list[i] = o,
+            (Err(i), Some(o)) => list.insert(i, o),
+            (Ok(i), None) => {
+                list.remove(i);
+            }
+            (Err(_), None) => {}
+        }
+    }
+    Shared::from_arcs(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::watcher::Event;
+
+    fn slice(ns: &str, name: &str, rv: &str) -> EndpointSlice {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": ns, "name": name, "resourceVersion": rv},
+            "addressType": "IPv4", "endpoints": []}))
+        .expect("slice")
+    }
+
+    fn names(v: &Shared<EndpointSlice>) -> Vec<String> {
+        v.items()
+            .map(|s| {
+                let m = &s.metadata;
+                let (ns, name) = (m.namespace.clone(), m.name.clone());
+                format!(
+                    "{}/{}@{}",
+                    ns.unwrap_or_default(),
+                    name.unwrap_or_default(),
+                    m.resource_version.clone().unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn touched_slices_are_updated_in_place_like_a_full_read() {
+        let (reader, mut writer) = kube::runtime::reflector::store::<EndpointSlice>();
+        for (ns, n) in [("a", "x"), ("b", "m"), ("b", "p"), ("c", "y")] {
+            writer.apply_watcher_event(&Event::Apply(slice(ns, n, "1")));
+        }
+        let stores = [reader];
+        let prev = Shared::from_arcs(sorted(&stores));
+        let touched = Touched::default();
+        // Changed, deleted, added in the middle, and one named twice.
+        for ev in [
+            Event::Apply(slice("b", "m", "2")),
+            Event::Delete(slice("b", "p", "1")),
+            Event::Apply(slice("b", "n", "1")),
+            Event::Apply(slice("b", "m", "3")),
+        ] {
+            writer.apply_watcher_event(&ev);
+            if let Event::Apply(o) | Event::Delete(o) = &ev {
+                touched.record(o);
+            }
+        }
+        let keys = touched.take().expect("no re-list");
+        let got = updated(&prev, keys, &stores);
+        assert_eq!(names(&got), names(&Shared::from_arcs(sorted(&stores))));
+        assert_eq!(names(&got), ["a/x@1", "b/m@3", "b/n@1", "c/y@1"]);
+        assert!(
+            Arc::ptr_eq(&got[0], &prev[0]),
+            "untouched objects are shared"
+        );
+        touched.relisted();
+        assert_eq!(touched.take(), None, "after a re-list everything is read");
+    }
 }
