@@ -18,10 +18,10 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use stores::{kind_bit, Stores, Touched, ENDPOINT_SLICE};
+use stores::{kind_bit, Changes, Stores, ENDPOINT_SLICE};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -51,8 +51,7 @@ pub fn start(client: Client, opts: &Options, debounce: Duration) -> Watch {
         client,
         namespaces: opts.namespaces.clone(),
         changed: changed_tx,
-        dirty: Arc::new(AtomicU32::new(0)),
-        slices: Arc::new(Touched::default()),
+        changes: Arc::new(Changes::default()),
         failing: Arc::new(AtomicUsize::new(0)),
         synced: Vec::new(),
         tasks: Vec::new(),
@@ -87,8 +86,7 @@ pub fn start(client: Client, opts: &Options, debounce: Duration) -> Watch {
         debounce,
         objects_tx,
         recomputes.clone(),
-        w.dirty.clone(),
-        w.slices.clone(),
+        w.changes.clone(),
     );
     w.tasks.push(tokio::spawn(task));
     Watch {
@@ -151,8 +149,7 @@ async fn recompute(
     debounce: Duration,
     out: watch::Sender<Option<Arc<Objects>>>,
     recomputes: Arc<AtomicU64>,
-    dirty: Arc<AtomicU32>,
-    slices: Arc<Touched>,
+    changes: Arc<Changes>,
 ) {
     let mut last: Option<tokio::time::Instant> = None;
     loop {
@@ -169,8 +166,8 @@ async fn recompute(
         // Equal content (resourceVersions included) is not sent again: a re-list after 410
         // Gone or a reconnect that changed nothing causes no new config.
         let prev = out.borrow().clone();
-        let dirty_now = dirty.swap(0, Ordering::AcqRel);
-        let objs = stores.objects(prev.as_deref(), dirty_now, slices.take());
+        let dirty = changes.kinds.swap(0, Ordering::AcqRel);
+        let objs = stores.objects(prev.as_deref(), dirty, changes.slices.take());
         last = Some(tokio::time::Instant::now());
         recomputes.fetch_add(1, Ordering::Relaxed);
         let unchanged = prev.as_deref().is_some_and(|prev| prev.same(&objs));
@@ -195,9 +192,7 @@ struct Watchers {
     namespaces: Vec<String>,
     changed: watch::Sender<()>,
     /// Kinds whose store changed since the recompute task last read them.
-    dirty: Arc<AtomicU32>,
-    /// Which EndpointSlices changed since then.
-    slices: Arc<Touched>,
+    changes: Arc<Changes>,
     /// Reflectors currently failing; 0 → 1 logs the outage, back to 0 logs the recovery.
     failing: Arc<AtomicUsize>,
     synced: Vec<Arc<AtomicBool>>,
@@ -253,8 +248,8 @@ impl Watchers {
         let changed = self.changed.clone();
         let failing = self.failing.clone();
         let kind = K::kind(&()).to_string();
-        let (bit, dirty) = (kind_bit(&kind), self.dirty.clone());
-        let touched = (bit == ENDPOINT_SLICE).then(|| self.slices.clone());
+        let (bit, changes) = (kind_bit(&kind), self.changes.clone());
+        let slices = bit == ENDPOINT_SLICE;
         let mut stream = watch_stream(api, cfg).default_backoff().boxed();
         self.tasks.push(tokio::spawn(async move {
             let mut failed = false;
@@ -266,8 +261,7 @@ impl Watchers {
                         // none of it exists, which must not hold back the first sync. The
                         // watcher keeps retrying and fills the store once the kind appears.
                         if !synced.swap(true, Ordering::AcqRel) {
-                            touched.iter().for_each(|t| t.relisted());
-                            dirty.fetch_or(bit, Ordering::AcqRel);
+                            changes.mark(bit, slices, None::<&K>);
                             tracing::warn!(kind, "kube: the API server does not serve this kind (CRD not installed?): treated as none until it does");
                             changed.send_replace(());
                         }
@@ -288,17 +282,14 @@ impl Watchers {
                     strip(o);
                 }
                 writer.apply_watcher_event(&event);
-                // Recorded before the dirty bit: a recompute that sees the bit sees the key.
                 match event {
                     Event::InitDone => {
                         synced.store(true, Ordering::Release);
-                        touched.iter().for_each(|t| t.relisted());
-                        dirty.fetch_or(bit, Ordering::AcqRel);
+                        changes.mark(bit, slices, None::<&K>);
                         changed.send_replace(());
                     }
                     Event::Apply(o) | Event::Delete(o) => {
-                        touched.iter().for_each(|t| t.record(&o));
-                        dirty.fetch_or(bit, Ordering::AcqRel);
+                        changes.mark(bit, slices, Some(&o));
                         changed.send_replace(());
                     }
                     // The store swaps in the new list at InitDone only.

@@ -8,7 +8,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Resource;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One store per kind and watched namespace (IngressClass: one).
@@ -132,6 +132,28 @@ fn sorted<K: Resource<DynamicType = ()> + Clone>(stores: &[Store<K>]) -> Vec<Arc
         (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
     });
     all
+}
+
+/// What changed since the recompute task last read the stores: kinds (bits), and which
+/// EndpointSlices.
+#[derive(Default)]
+pub(super) struct Changes {
+    pub(super) kinds: AtomicU32,
+    pub(super) slices: Touched,
+}
+
+impl Changes {
+    /// Kind `bit` changed: object `o` (None: a re-list, everything may have). The object is
+    /// recorded before the bit is set, so a recompute that sees the bit sees the object.
+    pub(super) fn mark<K: Resource>(&self, bit: u32, slices: bool, o: Option<&K>) {
+        if slices {
+            match o {
+                Some(o) => self.slices.record(o),
+                None => self.slices.relisted(),
+            }
+        }
+        self.kinds.fetch_or(bit, Ordering::AcqRel);
+    }
 }
 
 /// (namespace, name) of an object.
