@@ -76,6 +76,8 @@ struct Ep {
 pub struct Monitor {
     eps: HashMap<EpKey, Ep>,
     clusters: HashMap<Arc<str>, Arc<Cluster>>,
+    /// The last snapshot's clusters in order: one at the same index and `Arc` is unchanged.
+    order: Vec<Arc<Cluster>>,
     handles: Arc<Handles>,
     results_tx: mpsc::Sender<CheckResult>,
     published: Arc<HealthView>,
@@ -93,6 +95,7 @@ pub async fn run(
     let mut m = Monitor {
         eps: HashMap::new(),
         clusters: HashMap::new(),
+        order: Vec::new(),
         handles,
         results_tx,
         published: Arc::new(HealthView::default()),
@@ -154,7 +157,10 @@ impl Monitor {
     fn reconcile(&mut self, snap: &Snapshot) {
         let now = Instant::now();
         let mut gone: HashSet<EpKey> = HashSet::new();
-        for c in &snap.config.clusters {
+        for (i, c) in snap.config.clusters.iter().enumerate() {
+            if self.order.get(i).is_some_and(|o| Arc::ptr_eq(o, c)) {
+                continue;
+            }
             let name: Arc<str> = match self.clusters.get_key_value(c.name.as_str()) {
                 Some((_, old)) if Arc::ptr_eq(old, c) => continue,
                 Some((name, old)) => {
@@ -237,6 +243,7 @@ impl Monitor {
             }
             self.handles.retain(&|k| !gone.contains(k));
         }
+        self.order = snap.config.clusters.clone();
         self.started = true;
     }
 

@@ -14,6 +14,7 @@ fn monitor() -> Monitor {
     Monitor {
         eps: HashMap::new(),
         clusters: HashMap::new(),
+        order: Vec::new(),
         handles,
         results_tx,
         published: Arc::new(HealthView::default()),

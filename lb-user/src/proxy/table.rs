@@ -105,7 +105,7 @@ impl Table {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let view = snapshot.clusters.get(i);
+                let view = snapshot.clusters.get(i).map(|v| &**v);
                 let old = match moved {
                     true => old_clusters.get(c.name.as_str()).copied(),
                     false => at_index(i, &c.name),

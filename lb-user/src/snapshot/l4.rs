@@ -49,7 +49,7 @@ pub struct L4EndpointView {
 
 /// Builds the view from a validated config and its cluster views (same order as
 /// `cfg.clusters`).
-pub fn view(cfg: &Config, clusters: &[ClusterView]) -> L4View {
+pub fn view(cfg: &Config, clusters: &[Arc<ClusterView>]) -> L4View {
     // Only the L4 services' clusters (thousands of L7 clusters are not indexed for none).
     let wanted: std::collections::HashSet<&str> =
         cfg.l4_services.iter().map(|s| s.cluster.as_str()).collect();
@@ -95,7 +95,7 @@ pub fn view(cfg: &Config, clusters: &[ClusterView]) -> L4View {
 }
 
 /// [`view`], or `prev` itself when nothing changed (so consumers can skip by pointer).
-pub fn derive(prev: &Arc<L4View>, cfg: &Config, clusters: &[ClusterView]) -> Arc<L4View> {
+pub fn derive(prev: &Arc<L4View>, cfg: &Config, clusters: &[Arc<ClusterView>]) -> Arc<L4View> {
     let next = view(cfg, clusters);
     if **prev == next {
         prev.clone()

@@ -28,7 +28,7 @@ pub struct Snapshot {
     pub overrides: Arc<Overrides>,
     pub health: Arc<HealthView>,
     /// Per cluster (same order as `config.clusters`): each endpoint's state and weight now.
-    pub clusters: Vec<ClusterView>,
+    pub clusters: Vec<Arc<ClusterView>>,
     /// The L4 services with their rings, and the node's L4 settings.
     pub l4: Arc<l4::L4View>,
 }
@@ -93,10 +93,10 @@ impl Snapshot {
             let v = self.clusters.get(i)?;
             (same_state && Arc::ptr_eq(was, c) && v.next_ramp.is_none()).then_some(v)
         };
-        let clusters: Vec<ClusterView> = (config.clusters.iter().enumerate())
+        let clusters: Vec<Arc<ClusterView>> = (config.clusters.iter().enumerate())
             .map(|(i, c)| match old(i, c) {
-                Some(v) => ClusterView::clone(v),
-                None => view::cluster(c, &overrides, &health, now),
+                Some(v) => v.clone(),
+                None => Arc::new(view::cluster(c, &overrides, &health, now)),
             })
             .collect();
         Snapshot {
@@ -119,10 +119,10 @@ impl Snapshot {
     }
 }
 
-fn views(cfg: &Config, o: &Overrides, h: &HealthView, now: Instant) -> Vec<ClusterView> {
+fn views(cfg: &Config, o: &Overrides, h: &HealthView, now: Instant) -> Vec<Arc<ClusterView>> {
     cfg.clusters
         .iter()
-        .map(|c| view::cluster(c, o, h, now))
+        .map(|c| Arc::new(view::cluster(c, o, h, now)))
         .collect()
 }
 
