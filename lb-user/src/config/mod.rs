@@ -34,7 +34,8 @@ mod tests_l4;
 #[cfg(test)]
 mod tests_l7;
 
-/// Copies of shared config items (routes, clusters), e.g. to compare them with a mapping's own.
-pub fn owned<T: Clone>(items: &[std::sync::Arc<T>]) -> Vec<T> {
+/// Copies of shared config items (routes, clusters), to compare them with a mapping's own.
+#[cfg(test)]
+pub(crate) fn owned<T: Clone>(items: &[std::sync::Arc<T>]) -> Vec<T> {
     items.iter().map(|i| T::clone(i)).collect()
 }
