@@ -684,6 +684,39 @@ clusters: [{{name: c, endpoints: [{{address: "{o}"}}]}}]
     assert_eq!(o.requests(), (ok + ok2) as u64);
 }
 
+/// Without a configured count the listener's default (100, hyper's own) holds: 101 header
+/// lines are refused with 431 before the backend sees anything. (The control stays at 94: the
+/// test origin has the same limit and lb adds six forwarding and tracing headers.)
+#[test]
+fn default_header_count_limit_is_100() {
+    let o = origin("o");
+    let listen = free_local_addr();
+    let _lb = start(&format!(
+        r#"
+listeners: [{{name: http, address: "{listen}"}}]
+routes: [{{hosts: [lim.test], cluster: c}}]
+clusters: [{{name: c, endpoints: [{{address: "{o}"}}]}}]
+"#,
+        o = o.addr()
+    ));
+    let req = |n: usize| {
+        // Host and Connection are two of the n lines.
+        let extra: String = (0..n - 2).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let r = format!("GET /x HTTP/1.1\r\nHost: lim.test\r\nConnection: close\r\n{extra}\r\n");
+        raw(listen, r.as_bytes(), T)
+    };
+    let ok = req(94);
+    assert_eq!(status_of(&ok), Some(200), "94 headers: {}", text(&ok));
+    let before = o.requests();
+    let many = req(101);
+    assert_eq!(status_of(&many), Some(431), "101 headers: {}", text(&many));
+    assert_eq!(
+        o.requests(),
+        before,
+        "an over-limit request reached the backend"
+    );
+}
+
 #[test]
 fn header_and_body_limits_answer_431_and_413() {
     let o = origin("o");

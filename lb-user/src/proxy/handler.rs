@@ -171,7 +171,7 @@ async fn serve(
     let trusted = trusted(listener.as_deref(), conn);
     headers::forwarded(h, &conn.client_id, conn.tls, &ex.host, trusted);
     ex.request_id = Some(headers::request_id(h));
-    let span = table.tracer.start(h);
+    let span = table.tracer.start_at(h, ex.accepted);
     h.insert(TRACEPARENT, span.traceparent());
     match span.tracestate() {
         Some(v) => h.insert(TRACESTATE, v.clone()),

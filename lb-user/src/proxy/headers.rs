@@ -134,10 +134,15 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// Removes RFC 9110 hop-by-hop headers and every header the Connection header names. Most
-/// messages carry none: one scan of the names present (no hashing) skips the removals.
+/// messages carry none or only Connection: one scan of the names present (no hashing) finds
+/// them, and only those are removed (by name, not by string: no string hashing per header).
 /// `keep_te_trailers` keeps `TE: trailers` (gRPC over HTTP/2 needs it end to end).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+    let present: Vec<HeaderName> = (headers.keys())
+        .filter(|k| HOP_BY_HOP.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if present.is_empty() {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
@@ -156,7 +161,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
         && headers
             .get(header::TE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in HOP_BY_HOP {
+    for name in present {
         headers.remove(name);
     }
     if te_trailers {
@@ -204,7 +209,8 @@ pub fn forwarded(h: &mut HeaderMap, client: &ClientId, tls: bool, host: &str, tr
             .collect();
         (!v.is_empty()).then(|| v.join(", "))
     };
-    let xff = match (trusted, prior(h, &XFF)) {
+    // Earlier hops' values count only from a trusted peer (and are only then read).
+    let xff = match (trusted, trusted.then(|| prior(h, &XFF)).flatten()) {
         (true, Some(p)) => {
             HeaderValue::from_str(&format!("{p}, {}", client.ip.to_str().unwrap_or("unknown"))).ok()
         }
@@ -218,7 +224,10 @@ pub fn forwarded(h: &mut HeaderMap, client: &ClientId, tls: bool, host: &str, tr
         fwd.push_str(";host=");
         fwd.push_str(host);
     }
-    let fwd = match (trusted, prior(h, &header::FORWARDED)) {
+    let fwd = match (
+        trusted,
+        trusted.then(|| prior(h, &header::FORWARDED)).flatten(),
+    ) {
         (true, Some(p)) => format!("{p}, {fwd}"),
         _ => fwd,
     };

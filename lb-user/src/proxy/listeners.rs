@@ -21,6 +21,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// hyper's default maximum number of request headers (`http1::Builder::max_headers`).
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// What a request knows about its connection.
 #[derive(Debug)]
 pub struct ConnInfo {
@@ -358,8 +361,12 @@ where
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout.0)
-        .max_buf_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers);
+        .max_buf_size(limits.max_header_bytes);
+    // hyper's own limit (100) parses into an uninitialised array; a configured limit makes it
+    // initialise that many slots per request, so it is only given when it differs.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())

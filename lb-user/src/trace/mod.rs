@@ -76,7 +76,11 @@ impl Tracer {
     /// The context for a new request: continues the incoming trace when `traceparent` is valid,
     /// otherwise starts one (sampled with probability `sample_percent`).
     pub fn start(&self, headers: &HeaderMap) -> SpanCtx {
-        let start = SystemTime::now();
+        self.start_at(headers, SystemTime::now())
+    }
+
+    /// [`Tracer::start`] for a request that began at `start` (the proxy has read the clock).
+    pub fn start_at(&self, headers: &HeaderMap, start: SystemTime) -> SpanCtx {
         let span_id = new_span_id();
         if let Some(p) = incoming(headers) {
             return SpanCtx {
