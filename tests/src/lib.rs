@@ -6,6 +6,7 @@ pub mod helm;
 pub mod http;
 pub mod kubeapi;
 pub mod kubectl;
+pub mod kubetest;
 pub mod l4world;
 pub mod lb;
 pub mod manifests;

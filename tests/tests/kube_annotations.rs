@@ -6,27 +6,14 @@
 
 mod support;
 
-use lb_tests::http::{Backend, KeepAliveClient, Response};
+use lb_tests::http::{KeepAliveClient, Response};
 use lb_tests::kubeapi::MockApi;
-use lb_tests::lb::{free_local_addr, Lb};
-use lb_tests::lb_bin;
+use lb_tests::kubetest::{backend, free_port, ingress_class, service, start_lb, WAIT};
+use lb_tests::lb::free_local_addr;
 use serde_json::{json, Value};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::Duration;
 use support::admin::{plain_log, wait_until};
-
-const T: Duration = Duration::from_secs(10);
-
-fn kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters: [{{name: mock, cluster: {{server: \"{url}\"}}}}]\n\
-         users: [{{name: none, user: {{}}}}]\n\
-         contexts: [{{name: mock, context: {{cluster: mock, user: none}}}}]\ncurrent-context: mock\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// An Ingress for `host` (path `/`, Prefix) to Service `svc` port 80.
 fn ingress(name: &str, host: &str, svc: &str, annotations: Value) -> Value {
@@ -38,23 +25,6 @@ fn ingress(name: &str, host: &str, svc: &str, annotations: Value) -> Value {
             "backend": {"service": {"name": svc, "port": {"number": 80}}}
         }]}}]}
     })
-}
-
-/// Service `name` (port 80 → `port`) and its slice with one ready endpoint on 127.0.0.`ip`.
-fn service(api: &MockApi, name: &str, port: u16, ip: u8) {
-    api.apply(json!({
-        "apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "shop", "name": name},
-        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port}]}
-    }));
-    api.apply(json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"namespace": "shop", "name": format!("{name}-1"),
-                     "labels": {"kubernetes.io/service-name": name}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-        "endpoints": [{"addresses": [format!("127.0.0.{ip}")], "conditions": {"ready": true},
-                       "targetRef": {"kind": "Pod", "namespace": "shop", "name": format!("{name}-a")}}]
-    }));
 }
 
 fn get(listen: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Response {
@@ -70,18 +40,11 @@ fn events_about(api: &MockApi, name: &str) -> Vec<Value> {
 
 #[test]
 fn annotations_take_effect_and_a_bad_one_rejects_only_its_ingress() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let web = Backend::start(None, SocketAddr::from(([127, 0, 0, 1], port)), "web").unwrap();
-    let _next = Backend::start(None, SocketAddr::from(([127, 0, 0, 2], port)), "next").unwrap();
+    let port = free_port();
+    let web = backend(1, port, "web");
+    let _next = backend(2, port, "next");
     let api = MockApi::start().unwrap();
-    api.apply(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "lb"},
-        "spec": {"controller": lb_user::kube::DEFAULT_CONTROLLER}
-    }));
+    api.apply(ingress_class(lb_user::kube::DEFAULT_CONTROLLER));
     service(&api, "web", port, 1);
     service(&api, "web-next", port, 2);
     let p = lb_user::kube::ANNOTATION_PREFIX;
@@ -126,15 +89,8 @@ fn annotations_take_effect_and_a_bad_one_rejects_only_its_ingress() {
     let bad = ann(&[("connect-timeout", "5 parsecs")]);
     api.apply(ingress("broken", "broken.test", "web", bad.clone()));
 
-    let dir = tempfile::tempdir().unwrap();
-    let kc = kubeconfig(dir.path(), &api.url());
     let listen = free_local_addr();
-    let yaml = format!(
-        "listeners: [{{name: http, address: \"{listen}\"}}]\naccess_log: {{format: off}}\n"
-    );
-    let kc_arg = kc.to_string_lossy().to_string();
-    let args = ["--kube", "--kubeconfig", kc_arg.as_str()];
-    let lb = Lb::start(&lb_bin(), None, &yaml, free_local_addr(), &args).unwrap();
+    let lb = start_lb(&api, listen);
     let log = || plain_log(&lb);
 
     // Header edits both ways.
@@ -179,7 +135,7 @@ fn annotations_take_effect_and_a_bad_one_rejects_only_its_ingress() {
     assert_eq!(statuses[..2], [200, 200], "{statuses:?}");
     assert!(statuses.contains(&429), "{statuses:?}");
     assert_eq!(get(listen, "zero.test", "/", &[]).status, 404);
-    let logged = wait_until(T, || {
+    let logged = wait_until(WAIT, || {
         let l = log();
         l.contains("not served") && l.contains("lb.example.com/rate-limit")
     });
@@ -187,12 +143,12 @@ fn annotations_take_effect_and_a_bad_one_rejects_only_its_ingress() {
 
     // The bad annotation: that Ingress is not served, named in the log and in one Event.
     assert_eq!(get(listen, "broken.test", "/", &[]).status, 404);
-    let logged = wait_until(T, || {
+    let logged = wait_until(WAIT, || {
         let l = log();
         l.contains("not served") && l.contains("lb.example.com/connect-timeout")
     });
     assert!(logged, "no log line names the annotation:\n{}", log());
-    assert!(wait_until(T, || !events_about(&api, "broken").is_empty()));
+    assert!(wait_until(WAIT, || !events_about(&api, "broken").is_empty()));
     let ev = &events_about(&api, "broken")[0];
     assert_eq!(ev["apiVersion"], "events.k8s.io/v1");
     assert_eq!(ev["metadata"]["namespace"], "shop");
@@ -214,17 +170,19 @@ fn annotations_take_effect_and_a_bad_one_rejects_only_its_ingress() {
 
     // A recompute with the problem unchanged posts nothing new.
     api.apply(ingress("late", "late.test", "web", json!({})));
-    assert!(wait_until(T, || get(listen, "late.test", "/", &[]).status == 200));
+    assert!(wait_until(WAIT, || get(listen, "late.test", "/", &[])
+        .status
+        == 200));
     assert_eq!(events_about(&api, "broken").len(), 1, "posted again");
     assert_eq!(get(listen, "shop.test", "/", &[]).status, 200);
 
     // Fixed: served. Broken again: a second Event.
     api.apply(ingress("broken", "broken.test", "web", json!({})));
-    assert!(wait_until(T, || get(listen, "broken.test", "/", &[])
+    assert!(wait_until(WAIT, || get(listen, "broken.test", "/", &[])
         .status
         == 200));
     api.apply(ingress("broken", "broken.test", "web", bad));
-    assert!(wait_until(T, || events_about(&api, "broken").len() == 2));
+    assert!(wait_until(WAIT, || events_about(&api, "broken").len() == 2));
     assert_eq!(get(listen, "broken.test", "/", &[]).status, 404);
     assert_eq!(get(listen, "legacy.test", "/", &[]).status, 308);
 }

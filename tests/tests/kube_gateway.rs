@@ -4,50 +4,18 @@
 
 mod support;
 
-use lb_tests::http::{Backend, KeepAliveClient};
 use lb_tests::kubeapi::MockApi;
+use lb_tests::kubetest::{backend, free_port, service, start_lb, tally, WAIT};
 use lb_tests::lb::{free_local_addr, Lb};
-use lb_tests::lb_bin;
 use lb_user::kube::lease::{Elector, LeaseConfig};
 use lb_user::kube::watch::kube;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::admin::{plain_log, wait_until};
 
-const T: Duration = Duration::from_secs(10);
 const HOST: &str = "shop.test";
 const GW: &str = "gateway.networking.k8s.io/v1";
-
-fn kubeconfig(dir: &Path, url: &str) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters: [{{name: mock, cluster: {{server: \"{url}\"}}}}]\n\
-         users: [{{name: none, user: {{}}}}]\n\
-         contexts: [{{name: mock, context: {{cluster: mock, user: none}}}}]\ncurrent-context: mock\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Service `name` in shop (port 80 → `port`) with one ready endpoint on 127.0.0.`ip`.
-fn service(api: &MockApi, name: &str, port: u16, ip: u8) {
-    api.apply(json!({
-        "apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "shop", "name": name},
-        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port}]}
-    }));
-    api.apply(json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"namespace": "shop", "name": format!("{name}-1"),
-                     "labels": {"kubernetes.io/service-name": name}},
-        "addressType": "IPv4",
-        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-        "endpoints": [{"addresses": [format!("127.0.0.{ip}")], "conditions": {"ready": true},
-                       "targetRef": {"kind": "Pod", "namespace": "shop", "name": format!("{name}-a")}}]
-    }));
-}
 
 /// Our GatewayClass and Gateway infra/edge with one HTTP listener on `port`.
 fn gateway(api: &MockApi, port: u16) {
@@ -93,42 +61,11 @@ fn has(v: &Value, t: &str, status: &str) -> bool {
     conds(v).iter().any(|c| c.0 == t && c.1 == status)
 }
 
-/// `n` requests on one connection; counts by backend name.
-fn tally(listen: SocketAddr, host: &str, n: usize) -> HashMap<String, usize> {
-    let mut c = KeepAliveClient::connect(listen, Duration::from_secs(5)).unwrap();
-    let mut out = HashMap::new();
-    for i in 0..n {
-        let r = c.get(host, &format!("/{i}")).unwrap();
-        assert_eq!(r.status, 200, "request {i}: {}", r.text());
-        *out.entry(r.header("x-backend").unwrap_or("?").to_string())
-            .or_insert(0) += 1;
-    }
-    out
-}
-
-fn start_lb(api: &MockApi, listen: SocketAddr) -> Lb<'static> {
-    let dir = tempfile::tempdir().unwrap();
-    let kc = kubeconfig(dir.path(), &api.url());
-    let yaml = format!(
-        "listeners: [{{name: http, address: \"{listen}\"}}]\naccess_log: {{format: off}}\n"
-    );
-    let kc_arg = kc.to_string_lossy().to_string();
-    let args = ["--kube", "--kubeconfig", kc_arg.as_str()];
-    let lb = Lb::start(&lb_bin(), None, &yaml, free_local_addr(), &args).unwrap();
-    std::mem::forget(dir); // the kubeconfig must outlive lb (a few bytes in /tmp)
-    lb
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 #[test]
 fn httproute_weights_filters_and_status() {
     let port = free_port();
-    let web = Backend::start(None, SocketAddr::from(([127, 0, 0, 1], port)), "web").unwrap();
-    let _canary = Backend::start(None, SocketAddr::from(([127, 0, 0, 2], port)), "canary").unwrap();
+    let web = backend(1, port, "web");
+    let _canary = backend(2, port, "canary");
     let api = MockApi::start().unwrap();
     let listen = free_local_addr();
     service(&api, "web", port, 1);
@@ -214,7 +151,7 @@ fn httproute_weights_filters_and_status() {
     let mut broken = route("broken", "broken.test", 2);
     broken["spec"]["rules"][0]["backendRefs"] = json!([{"name": "ghost", "port": 80}]);
     api.apply(broken);
-    let refused = wait_until(T, || {
+    let refused = wait_until(WAIT, || {
         let r = api
             .get(GW, "HTTPRoute", Some("shop"), "broken")
             .unwrap_or_default();
@@ -235,7 +172,7 @@ fn httproute_weights_filters_and_status() {
 #[test]
 fn one_of_two_lb_processes_writes_status_and_the_other_takes_over() {
     let port = free_port();
-    let _web = Backend::start(None, SocketAddr::from(([127, 0, 0, 1], port)), "web").unwrap();
+    let _web = backend(1, port, "web");
     let api = MockApi::start().unwrap();
     service(&api, "web", port, 1);
     service(&api, "canary", port, 1);
@@ -258,12 +195,12 @@ fn one_of_two_lb_processes_writes_status_and_the_other_takes_over() {
     };
     let pid_of = |lb: &Lb| format!("-{}", lb.pid().unwrap());
     assert!(
-        wait_until(T, || holder().is_some()),
+        wait_until(WAIT, || holder().is_some()),
         "no Lease:\n{}",
         plain_log(&a)
     );
     assert!(
-        wait_until(T, || !api.status_writes().is_empty()),
+        wait_until(WAIT, || !api.status_writes().is_empty()),
         "no status written"
     );
     let first = holder().unwrap();
@@ -275,7 +212,7 @@ fn one_of_two_lb_processes_writes_status_and_the_other_takes_over() {
     assert!(first.ends_with(&pid_of(&leader)), "{first}");
     let said = "holding the status writer Lease";
     assert!(
-        wait_until(T, || plain_log(&leader).contains(said)),
+        wait_until(WAIT, || plain_log(&leader).contains(said)),
         "{}",
         plain_log(&leader)
     );
@@ -306,7 +243,7 @@ fn one_of_two_lb_processes_writes_status_and_the_other_takes_over() {
         "took over after {after:?}"
     );
     api.apply(route("later", "later.test", 1));
-    let written = wait_until(T, || {
+    let written = wait_until(WAIT, || {
         let r = api
             .get(GW, "HTTPRoute", Some("shop"), "later")
             .unwrap_or_default();

@@ -7,7 +7,8 @@ mod support;
 
 use lb_tests::http::{self, Backend, KeepAliveClient};
 use lb_tests::kubeapi::MockApi;
-use lb_tests::lb::{free_local_addr, Lb};
+use lb_tests::kubetest::{kubeconfig, start_lb_with, WAIT};
+use lb_tests::lb::free_local_addr;
 use lb_tests::lb_bin;
 use lb_tests::process::ChildGuard;
 use serde_json::{json, Value};
@@ -15,19 +16,6 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::admin::{plain_log, wait_until};
-
-const T: Duration = Duration::from_secs(10);
-
-fn kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters: [{{name: mock, cluster: {{server: \"{url}\"}}}}]\n\
-         users: [{{name: none, user: {{}}}}]\n\
-         contexts: [{{name: mock, context: {{cluster: mock, user: none}}}}]\ncurrent-context: mock\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn status(admin: SocketAddr, path: &str) -> Option<u16> {
     http::get(admin, "admin", path, Duration::from_secs(2))
@@ -61,7 +49,7 @@ fn not_ready_before_the_first_list() {
         .spawn()
         .unwrap();
     let _guard = ChildGuard(child);
-    let up = wait_until(T, || status(admin, "/readyz").is_some());
+    let up = wait_until(WAIT, || status(admin, "/readyz").is_some());
     let log = || std::fs::read_to_string(dir.path().join("lb.log")).unwrap_or_default();
     assert!(up, "/readyz never answered:\n{}", log());
     for _ in 0..5 {
@@ -97,13 +85,9 @@ fn configmap_is_the_base_config_and_readiness_survives_the_api_server() {
     api.apply(configmap("unrelated", free_local_addr(), "127.0.0.1:1"));
     api.apply(configmap("lb-config", cm_listen, &backend_addr.to_string()));
 
-    let dir = tempfile::tempdir().unwrap();
-    let kc = kubeconfig(dir.path(), &api.url());
     let file_listen = free_local_addr();
     let yaml = format!("listeners: [{{name: http, address: \"{file_listen}\"}}]\n");
-    let kc_arg = kc.to_string_lossy().to_string();
-    let args = ["--kube", "--kubeconfig", kc_arg.as_str()];
-    let lb = Lb::start(&lb_bin(), None, &yaml, free_local_addr(), &args).unwrap();
+    let lb = start_lb_with(&api, &yaml);
     assert_eq!(lb.admin_get("/readyz").unwrap().status, 200);
 
     // The ConfigMap's listener and route are served, the file's listener is not.
@@ -122,7 +106,7 @@ fn configmap_is_the_base_config_and_readiness_survives_the_api_server() {
     let mut bad = configmap("lb-config", cm_listen, &backend_addr.to_string());
     bad["data"]["lb.yaml"] = json!("listeners: [{name: cm, address: nowhere}]\n");
     api.apply(bad);
-    let logged = wait_until(T, || {
+    let logged = wait_until(WAIT, || {
         let log = plain_log(&lb);
         log.contains("not served") && log.contains("lb.yaml listeners[0].address")
     });

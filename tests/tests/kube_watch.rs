@@ -2,6 +2,7 @@
 //! first sync, changes into new Objects and routes, debounce, bookmarks, 410 re-list, deletes.
 
 use lb_tests::kubeapi::MockApi;
+use lb_tests::kubetest::{ingress_class, WAIT};
 use lb_user::kube::watch::{self, kube, Watch};
 use lb_user::kube::{to_config, Objects, Options};
 use serde_json::{json, Value};
@@ -9,8 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch::Receiver;
 
-/// Every wait in these tests ends by then.
-const WAIT: Duration = Duration::from_secs(10);
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
 fn start(mock: &MockApi, opts: &Options) -> anyhow::Result<Watch> {
@@ -60,9 +59,7 @@ fn names<K: kube::Resource>(v: &[std::sync::Arc<K>]) -> Vec<String> {
 }
 
 fn class() -> Value {
-    json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-        "metadata": {"name": "lb"},
-        "spec": {"controller": lb_user::kube::DEFAULT_CONTROLLER}})
+    ingress_class(lb_user::kube::DEFAULT_CONTROLLER)
 }
 
 fn ingress(ns: &str, name: &str, host: &str) -> Value {
