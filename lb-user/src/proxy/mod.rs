@@ -11,6 +11,7 @@ pub mod handler;
 pub mod headers;
 pub mod listeners;
 pub mod mirror;
+pub mod prepared;
 pub mod route;
 pub mod router;
 pub mod stats;
