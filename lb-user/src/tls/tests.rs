@@ -1,4 +1,6 @@
+use super::backend::load_roots;
 use super::*;
+use rustls_pki_types::ServerName;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
