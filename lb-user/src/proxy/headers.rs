@@ -134,15 +134,15 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// Removes RFC 9110 hop-by-hop headers and every header the Connection header names. Most
-/// messages carry none or only Connection: one scan of the names present (no hashing) finds
-/// them, and only those are removed (by name, not by string: no string hashing per header).
+/// messages carry none or only Connection: one scan of the names present (no hashing, no
+/// allocation) marks them, and only those are removed.
 /// `keep_te_trailers` keeps `TE: trailers` (gRPC over HTTP/2 needs it end to end).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
-    let present: Vec<HeaderName> = (headers.keys())
-        .filter(|k| HOP_BY_HOP.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    if present.is_empty() {
+    // Bit i set: HOP_BY_HOP[i] is present.
+    let present = (headers.keys())
+        .filter_map(|k| HOP_BY_HOP.iter().position(|h| *h == k.as_str()))
+        .fold(0u8, |bits, i| bits | 1 << i);
+    if present == 0 {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
@@ -161,8 +161,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
         && headers
             .get(header::TE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in present {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -210,8 +212,8 @@ pub fn forwarded(h: &mut HeaderMap, client: &ClientId, tls: bool, host: &str, tr
         (!v.is_empty()).then(|| v.join(", "))
     };
     // Earlier hops' values count only from a trusted peer (and are only then read).
-    let xff = match (trusted, trusted.then(|| prior(h, &XFF)).flatten()) {
-        (true, Some(p)) => {
+    let xff = match trusted.then(|| prior(h, &XFF)).flatten() {
+        Some(p) => {
             HeaderValue::from_str(&format!("{p}, {}", client.ip.to_str().unwrap_or("unknown"))).ok()
         }
         _ => Some(client.ip.clone()),
@@ -224,12 +226,9 @@ pub fn forwarded(h: &mut HeaderMap, client: &ClientId, tls: bool, host: &str, tr
         fwd.push_str(";host=");
         fwd.push_str(host);
     }
-    let fwd = match (
-        trusted,
-        trusted.then(|| prior(h, &header::FORWARDED)).flatten(),
-    ) {
-        (true, Some(p)) => format!("{p}, {fwd}"),
-        _ => fwd,
+    let fwd = match trusted.then(|| prior(h, &header::FORWARDED)).flatten() {
+        Some(p) => format!("{p}, {fwd}"),
+        None => fwd,
     };
     let keep_proto = trusted && h.contains_key(&XFP);
     let keep_host = trusted && h.contains_key(&XFH);
