@@ -7,7 +7,7 @@ use crate::lb::{free_local_addr, Lb};
 use crate::lb_bin;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -55,8 +55,7 @@ pub fn service(api: &MockApi, name: &str, port: u16, ip: u8) {
 
 /// A loopback port that was free a moment ago (the backends bind it on several 127.0.0.X).
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    free_local_addr().port()
 }
 
 /// A backend on 127.0.0.`ip`:`port` answering with `x-backend: name`.

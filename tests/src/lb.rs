@@ -157,8 +157,26 @@ impl<'a> Lb<'a> {
     }
 }
 
-/// A loopback address with a port that was free a moment ago.
+/// A loopback address with a port that was free a moment ago, for a server the test starts
+/// later. Taken from 10000–17999, below the kernel's ephemeral range and clear of the fixed
+/// ports tests, benchmarks and L4 NAT ranges use: a port from `bind(":0")` is an ephemeral one,
+/// and the test's own outgoing connections could take it before the server binds it (flaky
+/// "Address already in use"). Each process walks its own sequence (seeded by pid), checking
+/// that the port binds; the kernel's choice is the fallback.
 pub fn free_local_addr() -> SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const BASE: u32 = 10_000;
+    const SPAN: u32 = 8_000;
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = BASE + seed.wrapping_add(n) % SPAN;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+        if TcpListener::bind(addr).is_ok() {
+            return addr;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
