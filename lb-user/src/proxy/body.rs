@@ -24,11 +24,47 @@ pub struct ReqStats {
 #[error("request body larger than {0} bytes")]
 pub struct TooLarge(pub u64);
 
+/// A request body as the listener hands it over: hyper's, or none (a request our own HTTP/1.1
+/// server read without a body).
+pub enum ReqBody {
+    Hyper(Incoming),
+    Empty,
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ReqBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Hyper(b) => b.is_end_stream(),
+            ReqBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Hyper(b) => b.size_hint(),
+            ReqBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 pub enum UpBody {
     /// Replayable (retries): empty or fully buffered.
     Full(Option<Bytes>),
     Stream {
-        inner: Incoming,
+        inner: ReqBody,
         stats: Arc<ReqStats>,
         /// 0 = no limit.
         limit: u64,

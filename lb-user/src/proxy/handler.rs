@@ -1,7 +1,7 @@
 //! One request, front half: rate limit, framing checks, host and route, ACLs, redirects, body
 //! limits, cluster choice (canary, weights), header work; then forward.rs, then the response.
 
-use super::body::{DownBody, Finish};
+use super::body::{DownBody, Finish, ReqBody};
 use super::exchange::{ClusterActive, Exchange};
 use super::forward::{self, InBody, Prepared};
 use super::headers::{self, cookie};
@@ -15,7 +15,6 @@ use crate::error::ProxyError;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Body;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Version};
 use std::convert::Infallible;
@@ -28,7 +27,7 @@ const TRACESTATE: header::HeaderName = header::HeaderName::from_static("tracesta
 pub async fn handle(
     ctx: Arc<ProxyCtx>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<DownBody>, Infallible> {
     let table = ctx.table.load_full();
     let mut ex = Exchange::new(
@@ -88,7 +87,7 @@ pub async fn handle(
 pub enum Outcome {
     Local(Response<DownBody>),
     Proxied(
-        Response<Incoming>,
+        Response<hyper::body::Incoming>,
         Option<(super::upstream::Conn, Arc<super::table::Endpoint>)>,
     ),
 }
@@ -97,7 +96,7 @@ async fn serve(
     table: &Arc<Table>,
     conn: &ConnInfo,
     ex: &mut Exchange,
-    mut req: Request<Incoming>,
+    mut req: Request<ReqBody>,
 ) -> Result<Outcome, ProxyError> {
     let listener = table.listeners.get(&*conn.listener).cloned();
     if let Some((_, rl)) = listener.as_ref().and_then(|l| l.rate.as_ref()) {
@@ -237,7 +236,7 @@ async fn mirror(
     m: &MirrorState,
     parts: &http::request::Parts,
     path: &http::uri::PathAndQuery,
-    body: Incoming,
+    body: ReqBody,
     max_body: u64,
 ) -> Result<InBody, ProxyError> {
     let len = if body.is_end_stream() {

@@ -1,7 +1,9 @@
 //! The listener set: binds what the snapshot lists (one socket, or one SO_REUSEPORT socket per
 //! worker), stops the rest (open connections finish); per connection: limit, PROXY, TLS, HTTP.
 
+use super::body::ReqBody;
 use super::h1guard::HeadGuard;
+use super::h1server;
 use super::worker_pool::{self, Pool, Worker};
 use super::workers::Group;
 use super::{handler, ProxyCtx};
@@ -345,17 +347,31 @@ async fn http<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Strict HTTP/1.1 framing in front of hyper (request smuggling); HTTP/2 passes through.
-    let mut io = HeadGuard::new(io, limits.max_header_bytes);
-    if http2 {
-        // The HTTP/2 detection waits for the first bytes without a timeout of its own.
-        tokio::time::timeout(limits.header_timeout.0, io.first_head())
-            .await
-            .map_err(|_| "no request head within header_timeout".to_string())?
-            .map_err(|e| e.to_string())?;
-    }
+    // Strict HTTP/1.1 framing in front of both servers (request smuggling); HTTP/2 passes through.
+    let io = HeadGuard::new(io, limits.max_header_bytes);
     let info = Arc::new(info);
-    let svc = service_fn(move |req| handler::handle(ctx.clone(), info.clone(), req));
+    // Our own loop serves what it can; the rest of the connection goes to hyper.
+    match h1server::serve(io, info.clone(), limits, &ctx, &shutdown).await? {
+        h1server::Served::Closed => Ok(()),
+        h1server::Served::HandOver(io) => hyper_serve(io, info, limits, http2, ctx, shutdown).await,
+    }
+}
+
+/// hyper's server (HTTP/1.1 with bodies and upgrades, HTTP/2) for the rest of a connection.
+async fn hyper_serve<I>(
+    io: I,
+    info: Arc<ConnInfo>,
+    limits: crate::config::Limits,
+    http2: bool,
+    ctx: Arc<ProxyCtx>,
+    shutdown: CancellationToken,
+) -> Result<(), String>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        handler::handle(ctx.clone(), info.clone(), req.map(ReqBody::Hyper))
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

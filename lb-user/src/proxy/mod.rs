@@ -7,6 +7,8 @@ pub mod clusters;
 pub mod exchange;
 pub mod forward;
 pub mod h1guard;
+pub mod h1server;
+pub mod h1write;
 pub mod handler;
 pub mod headers;
 pub mod listeners;

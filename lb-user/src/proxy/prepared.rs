@@ -1,7 +1,7 @@
 //! The request made ready for forwarding: its body buffered for replay when retries may need
 //! it (or read ahead for a mirror), the balancing hash key and affinity, and rebuilds for retries.
 
-use super::body::{ReqStats, UpBody};
+use super::body::{ReqBody, ReqStats, UpBody};
 use super::exchange::Exchange;
 use super::table::ClusterState;
 use crate::config::HashOn;
@@ -9,7 +9,8 @@ use crate::error::ProxyError;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::{Body, Incoming};
+
+use hyper::body::Body;
 use hyper::header::HeaderMap;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Uri, Version};
@@ -152,7 +153,7 @@ impl Prepared {
 
 /// A request body as it reaches forwarding: still streaming, or already read (mirroring).
 pub enum InBody {
-    Stream(Incoming),
+    Stream(ReqBody),
     Buffered(Bytes),
 }
 

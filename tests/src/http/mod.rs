@@ -202,8 +202,18 @@ impl KeepAliveClient {
         req.push_str("\r\n");
         let mut bytes = req.into_bytes();
         bytes.extend_from_slice(body);
+        self.send_raw(&bytes)?;
+        self.response(method)
+    }
+
+    /// Writes `bytes` as they are (several pipelined requests, say).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
         let stream = &mut self.conn.stream;
-        stream.write_all(&bytes).context("sending request")?;
+        stream.write_all(bytes).context("sending request")
+    }
+
+    /// Reads the next response, to a request with `method` (HEAD responses have no body).
+    pub fn response(&mut self, method: &str) -> Result<Response> {
         let deadline = Instant::now() + self.timeout;
         for _ in 0..8 {
             let head = self.conn.until(b"\r\n\r\n", deadline)?;
@@ -241,6 +251,11 @@ impl KeepAliveClient {
             });
         }
         bail!("too many interim responses")
+    }
+
+    /// Whether the server said it closes (or closed) the connection.
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 }
 
