@@ -245,7 +245,9 @@ fn build(
 ) -> Option<Request<ReqBody>> {
     let slice = |o: u32, l: u32| head.slice(o as usize..(o + l) as usize);
     let uri = Uri::from_maybe_shared(slice(path[0], path[1])).ok()?;
-    let mut headers = HeaderMap::with_capacity(offsets.len());
+    // Room for what the handler adds on the way up (X-Forwarded-*, Forwarded, X-Request-Id,
+    // traceparent) without growing the map.
+    let mut headers = HeaderMap::with_capacity(offsets.len() + 8);
     for o in offsets {
         let name = HeaderName::from_bytes(&head[o[0] as usize..(o[0] + o[1]) as usize]).ok()?;
         let value = HeaderValue::from_maybe_shared(slice(o[2], o[3])).ok()?;
