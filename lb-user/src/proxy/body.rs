@@ -2,6 +2,7 @@
 //! byte count) and the response body to the client, which releases the request's resources at its end.
 
 use super::exchange::Exchange;
+use super::h1body::H1Body;
 use super::upstream::Conn;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -121,6 +122,43 @@ impl Body for UpBody {
     }
 }
 
+/// A response body from upstream: hyper's client (TLS, HTTP/2, upgrades) or our own HTTP/1.1.
+pub enum RespBody {
+    Hyper(Incoming),
+    Own(H1Body),
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RespBody::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
+            RespBody::Own(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Hyper(b) => b.is_end_stream(),
+            RespBody::Own(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Hyper(b) => b.size_hint(),
+            RespBody::Own(b) => b.size_hint(),
+        }
+    }
+}
+
 /// Released when the response has been sent (or abandoned): in-flight counts, the endpoint
 /// slot, the pooled connection (only after a complete response), and the access log line.
 pub struct Finish {
@@ -131,7 +169,7 @@ pub struct Finish {
 pub enum DownBody {
     Local(Option<Bytes>),
     Proxied {
-        inner: Incoming,
+        inner: RespBody,
         finish: Option<Box<Finish>>,
         bytes: u64,
     },
@@ -184,7 +222,7 @@ impl Body for DownBody {
                     }
                     Poll::Pending => {}
                 }
-                polled.map_err(|e| Box::new(e) as BoxError)
+                polled
             }
         }
     }

@@ -50,7 +50,7 @@ pub struct Endpoint {
     /// Requests in flight (least connections, P2C).
     pub active: AtomicU32,
     pub limit: ArcSwapOption<Limit>,
-    pub pool: Pool,
+    pub pool: Arc<Pool>,
     /// Passive health: outcomes of attempts at this endpoint.
     pub observer: Arc<Observer>,
 }
@@ -131,7 +131,7 @@ pub(super) fn build_cluster(
                     tally: Tally::default(),
                     active: AtomicU32::new(0),
                     limit: ArcSwapOption::empty(),
-                    pool: Pool::new(e.address, settings.clone()),
+                    pool: Arc::new(Pool::new(e.address, settings.clone())),
                     observer,
                 }),
             };

@@ -1,7 +1,7 @@
 //! One request, back half: pick an endpoint (affinity, algorithm), wait for its slot, send on a
 //! pooled connection, and retry/redispatch on the configured conditions within the retry budget.
 
-use super::body::{ReqStats, UpBody};
+use super::body::{ReqStats, RespBody, UpBody};
 use super::exchange::{Exchange, InFlight};
 use super::listeners::ConnInfo;
 use super::table::{ClusterRuntime, ClusterState, Endpoint};
@@ -9,7 +9,6 @@ use super::upstream::{Conn, ConnFor};
 use crate::config::RetryOn;
 use crate::error::ProxyError;
 use crate::health::observer::Outcome;
-use hyper::body::Incoming;
 use hyper::header;
 use hyper::{Request, Response, Uri, Version};
 use std::sync::atomic::Ordering;
@@ -20,7 +19,7 @@ use tokio::sync::OwnedSemaphorePermit;
 pub use super::prepared::{InBody, Prepared};
 
 type Sent = (
-    Response<Incoming>,
+    Response<RespBody>,
     Option<(Conn, Arc<Endpoint>)>,
     Arc<Endpoint>,
 );
@@ -127,7 +126,7 @@ pub async fn run(
 
 /// Passive health: what this attempt says about the endpoint. A stale pooled connection
 /// (request handed back unsent) and client-side failures say nothing.
-fn observe(ep: &Endpoint, result: &Result<(Response<Incoming>, Option<Conn>), Failure>) {
+fn observe(ep: &Endpoint, result: &Result<(Response<RespBody>, Option<Conn>), Failure>) {
     let outcome = match result {
         Ok((resp, _)) => Outcome::from_status(resp.status().as_u16()),
         Err(f) if f.back.is_some() && f.retry_on == Some(RetryOn::Reset) => return,
@@ -237,7 +236,7 @@ async fn attempt(
     mut req: Request<UpBody>,
     remaining: Duration,
     stats: &ReqStats,
-) -> Result<(Response<Incoming>, Option<Conn>), Failure> {
+) -> Result<(Response<RespBody>, Option<Conn>), Failure> {
     let endpoint = || ep.address.to_string();
     let mut co = match ep.pool.checkout(who).await {
         Ok(c) => c,
@@ -273,9 +272,8 @@ async fn attempt(
             retry_on: Some(RetryOn::Timeout),
             back: None,
         }),
-        Ok(Err(mut e)) => {
-            let back = e.take_message();
-            let err = e.into_error();
+        Ok(Err(e)) => {
+            let back = e.back.map(|b| *b);
             if stats.too_large.load(Ordering::Relaxed) {
                 let limit = match back.as_ref().map(|r| r.body()) {
                     Some(UpBody::Stream { limit, .. }) => *limit,
@@ -289,12 +287,12 @@ async fn attempt(
             }
             if stats.client_failed.load(Ordering::Relaxed) {
                 return Err(Failure {
-                    err: ProxyError::BadBody(err.to_string()),
+                    err: ProxyError::BadBody(e.message),
                     retry_on: None,
                     back: None,
                 });
             }
-            let retry_on = if err.is_parse() {
+            let retry_on = if e.parse {
                 Some(RetryOn::BadGateway)
             } else {
                 Some(RetryOn::Reset)
@@ -304,7 +302,7 @@ async fn attempt(
             Err(Failure {
                 err: ProxyError::Upstream {
                     endpoint: endpoint(),
-                    message: err.to_string(),
+                    message: e.message,
                 },
                 retry_on,
                 back,

@@ -87,7 +87,7 @@ pub async fn handle(
 pub enum Outcome {
     Local(Response<DownBody>),
     Proxied(
-        Response<hyper::body::Incoming>,
+        Response<super::body::RespBody>,
         Option<(super::upstream::Conn, Arc<super::table::Endpoint>)>,
     ),
 }

@@ -6,6 +6,8 @@ pub mod body;
 pub mod clusters;
 pub mod exchange;
 pub mod forward;
+pub mod h1body;
+pub mod h1client;
 pub mod h1guard;
 pub mod h1server;
 pub mod h1write;

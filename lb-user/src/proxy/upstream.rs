@@ -1,7 +1,9 @@
 //! Upstream connections of one endpoint: a lock-free queue of idle HTTP/1.1 connections or one
 //! shared HTTP/2 connection; new ones connect with a timeout, then PROXY header, then TLS.
+//! Plain-TCP HTTP/1.1 uses our own client (h1client.rs); TLS, HTTP/2 and upgrades use hyper's.
 
-use super::body::UpBody;
+use super::body::{RespBody, UpBody};
+use super::h1client::{H1Conn, SendError};
 use crate::config::{Protocol, ProxyVersion};
 use crate::proxy_protocol;
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -35,16 +37,57 @@ pub struct ConnSettings {
 pub enum Conn {
     H1(http1::SendRequest<UpBody>),
     H2(http2::SendRequest<UpBody>),
+    /// Ours; taken by `send` (the response body owns it and returns it to `home`).
+    Own(Option<H1Conn>, Option<Arc<Pool>>),
 }
 
 impl Conn {
-    pub async fn send(
-        &mut self,
-        req: Request<UpBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<UpBody>>> {
+    pub async fn send(&mut self, req: Request<UpBody>) -> Result<Response<RespBody>, SendError> {
+        let hyper = |r: Result<Response<Incoming>, TrySendError<Request<UpBody>>>| match r {
+            Ok(resp) => Ok(resp.map(RespBody::Hyper)),
+            Err(mut e) => {
+                let back = e.take_message().map(Box::new);
+                let err = e.into_error();
+                Err(SendError {
+                    back,
+                    parse: err.is_parse(),
+                    message: err.to_string(),
+                })
+            }
+        };
         match self {
-            Conn::H1(s) => s.try_send_request(req).await,
-            Conn::H2(s) => s.try_send_request(req).await,
+            Conn::H1(s) => hyper(s.try_send_request(req).await),
+            Conn::H2(s) => hyper(s.try_send_request(req).await),
+            Conn::Own(conn, home) => match conn.take() {
+                // A streamed body: the endpoint may answer before it ends (an early 413, a
+                // streaming echo), so the request must be written while the response is read.
+                // hyper's client does both at once; the connection becomes one of its own
+                // (pooled by `checkin` afterwards).
+                Some(c) if matches!(req.body(), UpBody::Stream { .. }) => {
+                    let private = home.take().is_none();
+                    let mut sender = match http1_handshake(TokioIo::new(c.into_io())).await {
+                        Ok(sender) => sender,
+                        Err(e) => {
+                            return Err(SendError {
+                                back: Some(Box::new(req)),
+                                parse: false,
+                                message: e.to_string(),
+                            })
+                        }
+                    };
+                    let sent = hyper(sender.try_send_request(req).await);
+                    if !private {
+                        *self = Conn::H1(sender);
+                    }
+                    sent
+                }
+                Some(c) => Ok(c.send(req, home.take()).await?.map(RespBody::Own)),
+                None => Err(SendError {
+                    back: Some(Box::new(req)),
+                    parse: false,
+                    message: "connection already used".into(),
+                }),
+            },
         }
     }
 
@@ -75,8 +118,13 @@ pub enum ConnectError {
     Handshake(hyper::Error),
 }
 
+enum IdleConn {
+    Hyper(http1::SendRequest<UpBody>),
+    Own(H1Conn),
+}
+
 struct Idle {
-    sender: http1::SendRequest<UpBody>,
+    conn: IdleConn,
     since: Instant,
 }
 
@@ -131,7 +179,8 @@ impl Pool {
         }
     }
 
-    pub async fn checkout(&self, who: ConnFor) -> Result<Checkout, ConnectError> {
+    /// An idle connection, or a new one. Ours come with the pool as their home unless private.
+    pub async fn checkout(self: &Arc<Self>, who: ConnFor) -> Result<Checkout, ConnectError> {
         let settings = self.settings.load_full();
         let private = settings.send_proxy.is_some() || who.upgrade;
         if !private && settings.protocol == Protocol::Http2 {
@@ -146,29 +195,43 @@ impl Pool {
                 }
             }
         } else if !private {
-            while let Some(mut idle) = self.idle.pop() {
-                if idle.sender.is_closed() || idle.since.elapsed() > settings.idle_timeout {
+            while let Some(idle) = self.idle.pop() {
+                if idle.since.elapsed() > settings.idle_timeout {
                     continue;
                 }
-                if !idle.sender.is_ready() {
-                    // The connection finishes reading the previous response a moment later.
-                    let ready = tokio::time::timeout(settings.connect_timeout, idle.sender.ready());
-                    if !matches!(ready.await, Ok(Ok(()))) {
-                        continue;
+                let conn = match idle.conn {
+                    IdleConn::Own(c) if c.is_open() => Conn::Own(Some(c), Some(self.clone())),
+                    IdleConn::Own(_) => continue,
+                    IdleConn::Hyper(mut sender) => {
+                        if sender.is_closed() {
+                            continue;
+                        }
+                        if !sender.is_ready() {
+                            // The connection finishes reading the previous response a moment later.
+                            let ready =
+                                tokio::time::timeout(settings.connect_timeout, sender.ready());
+                            if !matches!(ready.await, Ok(Ok(()))) {
+                                continue;
+                            }
+                        }
+                        Conn::H1(sender)
                     }
-                }
+                };
+                // Ours return through their response body; `checkin` takes them only once
+                // hyper adopted them (see `Conn::send`).
+                let poolable = matches!(conn, Conn::H1(_) | Conn::Own(..));
                 return Ok(Checkout {
-                    conn: Conn::H1(idle.sender),
+                    conn,
                     reused: true,
                     connect_time: None,
-                    poolable: true,
+                    poolable,
                 });
             }
         }
         let started = Instant::now();
         // Boxed: the connect/TLS/handshake state is large and only needed on this slow path;
         // inline it would be copied with every request's future.
-        let conn = tokio::time::timeout(
+        let mut conn = tokio::time::timeout(
             settings.connect_timeout,
             Box::pin(connect(self.address, &settings, who)),
         )
@@ -177,24 +240,36 @@ impl Pool {
         if let (Conn::H2(s), false) = (&conn, private) {
             self.h2.store(Some(Arc::new(s.clone())));
         }
+        if let (Conn::Own(_, home), false) = (&mut conn, private) {
+            *home = Some(self.clone());
+        }
         Ok(Checkout {
-            poolable: !private && !conn.is_http2(),
+            poolable: !private && matches!(conn, Conn::H1(_) | Conn::Own(..)),
             conn,
             reused: false,
             connect_time: Some(started.elapsed()),
         })
     }
 
-    /// Gives an HTTP/1.1 connection back after its response was read to the end.
+    /// Gives a hyper HTTP/1.1 connection back after its response was read to the end (ours
+    /// come back through [`Pool::checkin_own`] from their response body).
     pub fn checkin(&self, conn: Conn) {
         if let Conn::H1(sender) = conn {
             if !sender.is_closed() {
                 self.idle.push(Idle {
-                    sender,
+                    conn: IdleConn::Hyper(sender),
                     since: Instant::now(),
                 });
             }
         }
+    }
+
+    /// One of our connections whose response body was read to its end, keep-alive allowed.
+    pub fn checkin_own(&self, conn: H1Conn) {
+        self.idle.push(Idle {
+            conn: IdleConn::Own(conn),
+            since: Instant::now(),
+        });
     }
 }
 
@@ -213,6 +288,9 @@ async fn connect(
         tcp.write_all(&header).await?;
     }
     match &settings.tls {
+        None if settings.protocol == Protocol::Http1 && !who.upgrade => {
+            Ok(Conn::Own(Some(H1Conn::new(tcp)), None))
+        }
         None => handshake(tcp, settings.protocol, who.upgrade).await,
         Some((connector, name)) => {
             let tls = connector
@@ -244,17 +322,23 @@ where
             });
             Ok(Conn::H2(sender))
         }
-        _ => {
-            let (sender, conn) = http1::Builder::new()
-                .handshake(io)
-                .await
-                .map_err(ConnectError::Handshake)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-            });
-            Ok(Conn::H1(sender))
-        }
+        _ => Ok(Conn::H1(http1_handshake(io).await?)),
     }
+}
+
+/// hyper's HTTP/1.1 client on `io`, its connection task spawned.
+async fn http1_handshake<I>(io: TokioIo<I>) -> Result<http1::SendRequest<UpBody>, ConnectError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(ConnectError::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
 }

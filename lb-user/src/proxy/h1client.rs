@@ -1,0 +1,385 @@
+//! Our HTTP/1.1 client for pooled plain-TCP upstream connections: the request's own task writes
+//! the request and reads the response head (no connection task, no channel hand-off between tasks).
+//!
+//! The response body (h1body.rs) owns the connection and gives it back to the pool at its end.
+//! TLS, HTTP/2 and Upgrade requests stay on hyper's client (upstream.rs).
+
+use super::body::UpBody;
+use super::h1body::{Framing, H1Body};
+use super::upstream::Pool;
+use bytes::BytesMut;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{request, Version};
+use hyper::body::{Body, Frame};
+use std::io;
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response head (status line and header fields) we read.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in a response head.
+const MAX_HEADERS: usize = 128;
+/// Request bodies up to this size go out in one write with the head.
+const INLINE_BODY: usize = 16 * 1024;
+
+pub struct H1Conn {
+    io: TcpStream,
+    /// Bytes read and not yet consumed (the start of a body after a head).
+    pub(super) buf: BytesMut,
+    /// The request head being written (kept for the connection's next request).
+    out: Vec<u8>,
+    /// A response has been read from this connection (it is a reused one now).
+    served: bool,
+}
+
+/// A request that failed on an upstream connection (ours or hyper's).
+pub struct SendError {
+    /// The request, when none of it was written (the endpoint had closed the connection).
+    pub back: Option<Box<Request<UpBody>>>,
+    /// The endpoint's answer is not HTTP/1.x.
+    pub parse: bool,
+    pub message: String,
+}
+
+impl SendError {
+    fn io(what: &str, e: io::Error) -> Self {
+        SendError {
+            back: None,
+            parse: false,
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    fn parse(message: impl Into<String>) -> Self {
+        SendError {
+            back: None,
+            parse: true,
+            message: message.into(),
+        }
+    }
+}
+
+impl H1Conn {
+    pub fn new(io: TcpStream) -> Self {
+        H1Conn {
+            io,
+            buf: BytesMut::new(),
+            out: Vec::with_capacity(512),
+            served: false,
+        }
+    }
+
+    /// The socket, for hyper's client to adopt (only between requests: nothing is buffered).
+    pub fn into_io(self) -> TcpStream {
+        self.io
+    }
+
+    /// An idle connection is usable while the endpoint has neither closed it nor sent anything.
+    pub fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        self.buf.is_empty()
+            && matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    pub(super) fn poll_read_buf(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// Sends `req` and reads the response head (1xx interim responses are skipped). The body
+    /// owns the connection and hands it to `home` once read to its end, when keep-alive allows.
+    pub async fn send(
+        mut self,
+        req: Request<UpBody>,
+        home: Option<Arc<Pool>>,
+    ) -> Result<Response<H1Body>, SendError> {
+        let head_request = req.method() == Method::HEAD;
+        let (parts, mut body) = req.into_parts();
+        let chunked = !body.is_end_stream() && body.size_hint().exact().is_none();
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        encode_head(&parts, &body, chunked, &mut out);
+        let inline = match &body {
+            UpBody::Full(None) => true,
+            UpBody::Full(Some(b)) if b.len() <= INLINE_BODY => {
+                out.extend_from_slice(b);
+                true
+            }
+            _ => false,
+        };
+        // Let the other ready connections run first: their requests then go out together, and
+        // the endpoint is woken once for them rather than once per request.
+        tokio::task::yield_now().await;
+        // Nothing written yet: a failure here means the request never left.
+        let n = match self.io.write(&out).await {
+            Ok(n) => n,
+            Err(e) => {
+                return Err(SendError {
+                    back: Some(Box::new(Request::from_parts(parts, body))),
+                    ..SendError::io("writing the request", e)
+                })
+            }
+        };
+        let write = |e| SendError::io("writing the request", e);
+        self.io.write_all(&out[n..]).await.map_err(write)?;
+        self.out = out;
+        if !inline {
+            self.write_body(&mut body, chunked).await?;
+        }
+        // No byte of an answer on a connection that had served before: the endpoint closed it
+        // while idle (keep-alive race). An idempotent request with a replayable body goes back
+        // to the caller, which sends it again on another connection (as hyper's client and
+        // Go's do).
+        let replayable = parts.method.is_idempotent() && matches!(body, UpBody::Full(_));
+        loop {
+            let (resp, framing, reuse) = match self.read_head(head_request).await {
+                Ok(head) => head,
+                Err(mut e) if replayable && !e.parse && self.buf.is_empty() && self.served => {
+                    e.back = Some(Box::new(Request::from_parts(parts, body)));
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            self.served = true;
+            let status = resp.status();
+            if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+                continue;
+            }
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(SendError::parse("101 without an Upgrade request"));
+            }
+            let body = H1Body::new(self, framing, reuse, home);
+            // The same for the answers: other connections' responses are read first and the
+            // clients' writes then go out together.
+            tokio::task::yield_now().await;
+            return Ok(resp.map(|()| body));
+        }
+    }
+
+    async fn write_body(&mut self, body: &mut UpBody, chunked: bool) -> Result<(), SendError> {
+        let write = |e| SendError::io("writing the request body", e);
+        let mut trailers_sent = false;
+        while let Some(frame) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await
+        {
+            let frame: Frame<_> = frame.map_err(|e| SendError {
+                back: None,
+                parse: false,
+                message: format!("request body: {e}"),
+            })?;
+            match frame.into_data() {
+                Ok(data) if chunked => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    let mut chunk = Vec::with_capacity(data.len() + 20);
+                    chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    chunk.extend_from_slice(&data);
+                    chunk.extend_from_slice(b"\r\n");
+                    self.io.write_all(&chunk).await.map_err(write)?;
+                }
+                Ok(data) => self.io.write_all(&data).await.map_err(write)?,
+                Err(frame) => {
+                    if let (Ok(t), true) = (frame.into_trailers(), chunked) {
+                        let mut end = b"0\r\n".to_vec();
+                        encode_fields(&t, &mut end);
+                        end.extend_from_slice(b"\r\n");
+                        self.io.write_all(&end).await.map_err(write)?;
+                        trailers_sent = true;
+                    }
+                }
+            }
+        }
+        if chunked && !trailers_sent {
+            self.io.write_all(b"0\r\n\r\n").await.map_err(write)?;
+        }
+        Ok(())
+    }
+
+    /// Reads until a complete response head is buffered and parses it.
+    async fn read_head(
+        &mut self,
+        head_request: bool,
+    ) -> Result<(Response<()>, Framing, bool), SendError> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(parsed) = parse_head(&mut self.buf, head_request)? {
+                    return Ok(parsed);
+                }
+            }
+            if self.buf.len() > MAX_HEAD {
+                return Err(SendError::parse("response head over 64 KiB"));
+            }
+            self.buf.reserve(8 * 1024);
+            let n = (self.io.read_buf(&mut self.buf).await)
+                .map_err(|e| SendError::io("reading the response", e))?;
+            if n == 0 {
+                return Err(SendError {
+                    back: None,
+                    parse: false,
+                    message: "connection closed before a complete response head".into(),
+                });
+            }
+        }
+    }
+}
+
+/// Request line, header fields (framing ours: the body decides Content-Length or chunked).
+fn encode_head(parts: &request::Parts, body: &UpBody, chunked: bool, out: &mut Vec<u8>) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let had_length = parts.headers.contains_key(header::CONTENT_LENGTH);
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    } else {
+        let len = body.size_hint().exact().unwrap_or(0);
+        let bodied = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+        if len > 0 || had_length || bodied {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa(len).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn encode_fields(fields: &HeaderMap, out: &mut Vec<u8>) {
+    for (name, value) in fields {
+        push_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn itoa(n: u64) -> String {
+    n.to_string()
+}
+
+/// A complete response head from the front of `buf` (consumed), its body framing and whether
+/// the connection may be reused after it; None when more bytes are needed.
+fn parse_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Option<(Response<()>, Framing, bool)>, SendError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut r = httparse::Response::new(&mut []);
+    let n = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut r, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(SendError::parse(format!("invalid response head: {e}"))),
+    };
+    let code = r.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| SendError::parse(format!("invalid status code {code}")))?;
+    let version = if r.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // Names now (standard ones are not copied); values as slices of the frozen head below.
+    let base = buf.as_ptr() as usize;
+    let mut fields = Vec::with_capacity(r.headers.len());
+    for h in r.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| SendError::parse(format!("invalid header name {:?}", h.name)))?;
+        let start = h.value.as_ptr() as usize - base;
+        fields.push((name, start, start + h.value.len()));
+    }
+    let head = buf.split_to(n).freeze();
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, start, end) in fields {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| SendError::parse(format!("invalid value of header {name}")))?;
+        headers.append(name, value);
+    }
+    let (framing, reuse) = framing(head_request, status, version, &headers)?;
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = version;
+    *resp.headers_mut() = headers;
+    Ok(Some((resp, framing, reuse)))
+}
+
+/// RFC 9112 section 6.3, strictly: conflicting or invalid lengths are a bad response.
+fn framing(
+    head_request: bool,
+    status: StatusCode,
+    version: Version,
+    h: &HeaderMap,
+) -> Result<(Framing, bool), SendError> {
+    // Comma-separated tokens of every `name` field, compared without allocating.
+    let has = |name, token: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
+    };
+    let mut reuse = if version == Version::HTTP_10 {
+        has(header::CONNECTION, "keep-alive")
+    } else {
+        !has(header::CONNECTION, "close")
+    };
+    let code = status.as_u16();
+    if head_request || status.is_informational() || code == 204 || code == 304 {
+        return Ok((Framing::Length(0), reuse));
+    }
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        // The last coding of the last field decides.
+        let chunked = h
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if h.contains_key(header::CONTENT_LENGTH) {
+            // Both: Transfer-Encoding wins and the connection is not reused (RFC 9112 6.3).
+            reuse = false;
+        }
+        return Ok(if chunked {
+            (Framing::Chunked, reuse)
+        } else {
+            (Framing::Close, false)
+        });
+    }
+    let mut length: Option<u64> = None;
+    for v in h.get_all(header::CONTENT_LENGTH) {
+        for part in v.to_str().unwrap_or("x").split(',') {
+            let part = part.trim();
+            let n: u64 = (!part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| part.parse().ok())
+                .flatten()
+                .ok_or_else(|| SendError::parse("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(SendError::parse("differing Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(n) => (Framing::Length(n), reuse),
+        None => (Framing::Close, false),
+    })
+}
+
+#[cfg(test)]
+#[path = "h1client_tests.rs"]
+mod tests;
