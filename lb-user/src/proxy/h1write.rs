@@ -55,12 +55,7 @@ where
                 .split(|&b| b == b',')
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
         });
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    status_line(out, status);
     let mut declared = None;
     for (name, value) in h {
         if name == CONNECTION || name == TRANSFER_ENCODING {
@@ -177,15 +172,21 @@ where
 /// closing; write errors do not matter then.
 pub async fn reject<W: AsyncWrite + Unpin>(io: &mut W, out: &mut Vec<u8>, status: u16) {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    status_line(out, status);
+    out.extend_from_slice(b"content-length: 0\r\nconnection: close\r\n");
+    DATE_CACHE.with(|d| header(out, b"date", d.borrow_mut().now()));
+    out.extend_from_slice(b"\r\n");
+    let _ = flush(io, out).await;
+}
+
+/// Clears `out` and starts it with the status line (always HTTP/1.1, as hyper writes it).
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\ncontent-length: 0\r\nconnection: close\r\n");
-    DATE_CACHE.with(|d| header(out, b"date", d.borrow_mut().now()));
     out.extend_from_slice(b"\r\n");
-    let _ = flush(io, out).await;
 }
 
 fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
