@@ -2,7 +2,8 @@
 //! the request and reads the response head (no connection task, no channel hand-off between tasks).
 //!
 //! The response body (h1body.rs) owns the connection and gives it back to the pool at its end.
-//! TLS, HTTP/2 and Upgrade requests stay on hyper's client (upstream.rs).
+//! TLS, HTTP/2, Upgrade requests and streamed request bodies stay on hyper's client
+//! (upstream.rs).
 
 use super::body::UpBody;
 use super::h1body::{Framing, H1Body};
@@ -10,7 +11,6 @@ use super::upstream::Pool;
 use bytes::BytesMut;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http::{request, Version};
-use hyper::body::{Body, Frame};
 use std::io;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -96,18 +96,28 @@ impl H1Conn {
         home: Option<Arc<Pool>>,
     ) -> Result<Response<H1Body>, SendError> {
         let head_request = req.method() == Method::HEAD;
-        let (parts, mut body) = req.into_parts();
-        let chunked = !body.is_end_stream() && body.size_hint().exact().is_none();
+        let (parts, body) = req.into_parts();
+        // Streamed bodies go to hyper's client (`Conn::send`): the endpoint may answer before
+        // they end. What reaches here is empty or fully buffered.
+        let data = match &body {
+            UpBody::Full(data) => data.clone(),
+            UpBody::Stream { .. } => {
+                return Err(SendError {
+                    back: Some(Box::new(Request::from_parts(parts, body))),
+                    parse: false,
+                    message: "a streamed request body needs hyper's client".into(),
+                })
+            }
+        };
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        encode_head(&parts, &body, chunked, &mut out);
-        let inline = match &body {
-            UpBody::Full(None) => true,
-            UpBody::Full(Some(b)) if b.len() <= INLINE_BODY => {
-                out.extend_from_slice(b);
-                true
+        encode_head(&parts, data.as_ref().map_or(0, |d| d.len()), &mut out);
+        let rest = match data {
+            Some(d) if d.len() <= INLINE_BODY => {
+                out.extend_from_slice(&d);
+                None
             }
-            _ => false,
+            other => other,
         };
         // Let the other ready connections run first: their requests then go out together, and
         // the endpoint is woken once for them rather than once per request.
@@ -125,14 +135,14 @@ impl H1Conn {
         let write = |e| SendError::io("writing the request", e);
         self.io.write_all(&out[n..]).await.map_err(write)?;
         self.out = out;
-        if !inline {
-            self.write_body(&mut body, chunked).await?;
+        if let Some(rest) = rest {
+            self.io.write_all(&rest).await.map_err(write)?;
         }
         // No byte of an answer on a connection that had served before: the endpoint closed it
         // while idle (keep-alive race). An idempotent request with a replayable body goes back
         // to the caller, which sends it again on another connection (as hyper's client and
         // Go's do).
-        let replayable = parts.method.is_idempotent() && matches!(body, UpBody::Full(_));
+        let replayable = parts.method.is_idempotent();
         loop {
             let (resp, framing, reuse) = match self.read_head(head_request).await {
                 Ok(head) => head,
@@ -156,46 +166,6 @@ impl H1Conn {
             tokio::task::yield_now().await;
             return Ok(resp.map(|()| body));
         }
-    }
-
-    async fn write_body(&mut self, body: &mut UpBody, chunked: bool) -> Result<(), SendError> {
-        let write = |e| SendError::io("writing the request body", e);
-        let mut trailers_sent = false;
-        while let Some(frame) =
-            std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await
-        {
-            let frame: Frame<_> = frame.map_err(|e| SendError {
-                back: None,
-                parse: false,
-                message: format!("request body: {e}"),
-            })?;
-            match frame.into_data() {
-                Ok(data) if chunked => {
-                    if data.is_empty() {
-                        continue;
-                    }
-                    let mut chunk = Vec::with_capacity(data.len() + 20);
-                    chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                    chunk.extend_from_slice(&data);
-                    chunk.extend_from_slice(b"\r\n");
-                    self.io.write_all(&chunk).await.map_err(write)?;
-                }
-                Ok(data) => self.io.write_all(&data).await.map_err(write)?,
-                Err(frame) => {
-                    if let (Ok(t), true) = (frame.into_trailers(), chunked) {
-                        let mut end = b"0\r\n".to_vec();
-                        encode_fields(&t, &mut end);
-                        end.extend_from_slice(b"\r\n");
-                        self.io.write_all(&end).await.map_err(write)?;
-                        trailers_sent = true;
-                    }
-                }
-            }
-        }
-        if chunked && !trailers_sent {
-            self.io.write_all(b"0\r\n\r\n").await.map_err(write)?;
-        }
-        Ok(())
     }
 
     /// Reads until a complete response head is buffered and parses it.
@@ -226,8 +196,9 @@ impl H1Conn {
     }
 }
 
-/// Request line, header fields (framing ours: the body decides Content-Length or chunked).
-fn encode_head(parts: &request::Parts, body: &UpBody, chunked: bool, out: &mut Vec<u8>) {
+/// Request line, header fields, and our framing: Content-Length `len` (the client's own
+/// Content-Length and Transfer-Encoding are replaced).
+fn encode_head(parts: &request::Parts, len: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -240,24 +211,12 @@ fn encode_head(parts: &request::Parts, body: &UpBody, chunked: bool, out: &mut V
         }
         push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    } else {
-        let len = body.size_hint().exact().unwrap_or(0);
-        let bodied = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
-        if len > 0 || had_length || bodied {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa(len).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+    let bodied = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+    if len > 0 || had_length || bodied {
+        use std::io::Write;
+        let _ = write!(out, "content-length: {len}\r\n");
     }
     out.extend_from_slice(b"\r\n");
-}
-
-fn encode_fields(fields: &HeaderMap, out: &mut Vec<u8>) {
-    for (name, value) in fields {
-        push_field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
 }
 
 fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -265,10 +224,6 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-fn itoa(n: u64) -> String {
-    n.to_string()
 }
 
 /// A complete response head from the front of `buf` (consumed), its body framing and whether

@@ -6,7 +6,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{Response, StatusCode};
 use hyper::body::Body;
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Write};
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -80,7 +80,7 @@ where
     } else if let Some(n) = declared {
         Mode::Length(n)
     } else if let Some(n) = body.size_hint().exact() {
-        header(out, b"content-length", n.to_string().as_bytes());
+        let _ = write!(out, "content-length: {n}\r\n");
         Mode::Length(n)
     } else if !f.version_10 {
         header(out, b"transfer-encoding", b"chunked");
@@ -128,7 +128,7 @@ where
                     continue;
                 }
                 if mode == Mode::Chunked {
-                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    let _ = write!(out, "{:x}\r\n", data.len());
                 }
                 if data.len() >= FLUSH_AT {
                     flush(io, out).await?;
