@@ -145,14 +145,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     if present == 0 {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
+    if present & 1 != 0 {
+        // What Connection names besides `close`, `keep-alive` and the fixed set (removed
+        // below anyway): usually nothing, so nothing is allocated.
+        let mut named: Vec<HeaderName> = Vec::new();
+        for token in (headers.get_all(header::CONNECTION).iter())
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
+            .map(str::trim)
+        {
+            let fixed = token.eq_ignore_ascii_case("close")
+                || HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h));
+            if !fixed {
+                if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(n);
+                }
+            }
+        }
         for name in named {
             headers.remove(name);
         }
