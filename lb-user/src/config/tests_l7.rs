@@ -14,8 +14,10 @@ listeners:
     max_connections: 100
     rate_limit: {requests_per_second: 50, burst: 100}
     limits: {max_header_bytes: 16384, max_headers: 50, max_body_bytes: 1048576, header_timeout: 10s}
-    forwarded: {trusted: [192.168.0.0/16]}
+    forwarded: {trusted: [192.168.0.0/16], headers: [x-forwarded-for, forwarded]}
+    generate_request_id: false
 access_log: {format: text}
+tracing: {propagate: false}
 routes:
   - name: v2
     hosts: [app.example.com, "*.example.com"]
@@ -69,6 +71,11 @@ fn full_l7_config_parses() {
     );
     assert!(!l.http2);
     assert_eq!(l.limits.max_headers, 50);
+    assert_eq!(
+        l.forwarded.headers,
+        [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded]
+    );
+    assert!(!l.generate_request_id && !cfg.tracing.propagate);
     assert_eq!(cfg.access_log.format, crate::accesslog::LogFormat::Text);
     let r = &cfg.routes[0];
     assert_eq!(r.path, Some(PathMatch::Regex("^/v2/".into())));
@@ -113,6 +120,26 @@ fn defaults_are_haproxy_like() {
     assert!(cfg.listeners[0].http2);
     assert_eq!(cfg.listeners[0].limits.max_header_bytes, 65536);
     assert_eq!(cfg.access_log.format, crate::accesslog::LogFormat::Json);
+    assert_eq!(cfg.listeners[0].forwarded.headers, ForwardedHeader::all());
+    assert!(cfg.listeners[0].generate_request_id && cfg.tracing.propagate);
+}
+
+#[test]
+fn bad_header_work_fields_are_named() {
+    let errs = errors(
+        "listeners: [{name: l, address: '127.0.0.1:1', forwarded: {headers: [x-real-ip]}}]
+",
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("listeners[0].forwarded.headers") && e.contains("x-real-ip")),
+        "{errs:?}"
+    );
+    let errs = errors(
+        "tracing: {propagate: false, otlp: {endpoint: 'http://127.0.0.1:4318/v1/traces'}}
+",
+    );
+    assert!(has(&errs, "tracing.propagate", "otlp"), "{errs:?}");
 }
 
 #[test]

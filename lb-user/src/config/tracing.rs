@@ -9,6 +9,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tracing {
+    /// Set and continue `traceparent` on proxied requests. `false`: trace headers pass through
+    /// untouched and no span is made (nothing to export, so `otlp` must then be unset).
+    #[serde(default = "yes")]
+    pub propagate: bool,
     /// Share (0-100) of traces we start that are marked sampled; an incoming traceparent's
     /// sampled flag is kept as it is.
     #[serde(default = "hundred")]
@@ -21,6 +25,7 @@ pub struct Tracing {
 impl Default for Tracing {
     fn default() -> Self {
         Tracing {
+            propagate: true,
             sample_percent: 100.0,
             otlp: None,
         }
@@ -40,6 +45,9 @@ pub struct Otlp {
     pub timeout: Interval,
 }
 
+fn yes() -> bool {
+    true
+}
 fn hundred() -> f64 {
     100.0
 }
@@ -53,6 +61,12 @@ fn export_timeout() -> Interval {
 /// Semantic checks of the section; each error names its field.
 pub(super) fn validate(t: &Tracing) -> Vec<ConfigError> {
     let mut errs = Vec::new();
+    if !t.propagate && t.otlp.is_some() {
+        errs.push(ConfigError::new(
+            "tracing.propagate",
+            "false makes no spans, so tracing.otlp would export nothing: remove one of them",
+        ));
+    }
     if !(0.0..=100.0).contains(&t.sample_percent) {
         errs.push(ConfigError::new(
             "tracing.sample_percent",

@@ -65,6 +65,9 @@ pub struct Listener {
     /// Who may set X-Forwarded-* / Forwarded headers that we keep (append to).
     #[serde(default)]
     pub forwarded: Forwarded,
+    /// Give requests without a sane `X-Request-Id` a fresh one (false: pass it as it came).
+    #[serde(default = "yes")]
+    pub generate_request_id: bool,
     /// Worker threads accepting on this address, each with its own SO_REUSEPORT socket and
     /// single-threaded runtime (1: one socket served by the shared runtime).
     #[serde(default = "one")]
@@ -172,13 +175,41 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Forwarded {
     /// Clients whose X-Forwarded-For / Forwarded values are kept and appended to; from anyone
     /// else they are overwritten with what we saw.
     #[serde(default)]
     pub trusted: Vec<Cidr>,
+    /// Which forwarding headers are set (default all four; `[]`: none, incoming ones pass).
+    #[serde(default = "ForwardedHeader::all")]
+    pub headers: Vec<ForwardedHeader>,
+}
+
+impl Default for Forwarded {
+    fn default() -> Self {
+        Forwarded {
+            trusted: Vec::new(),
+            headers: ForwardedHeader::all(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardedHeader {
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    pub fn all() -> Vec<ForwardedHeader> {
+        use ForwardedHeader::*;
+        vec![XForwardedFor, XForwardedProto, XForwardedHost, Forwarded]
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

@@ -168,15 +168,25 @@ async fn serve(
         h.insert(header::UPGRADE, v);
     }
     let trusted = trusted(listener.as_deref(), conn);
-    headers::forwarded(h, &conn.client_id, conn.tls, &ex.host, trusted);
-    ex.request_id = Some(headers::request_id(h));
-    let span = table.tracer.start_at(h, ex.accepted);
-    h.insert(TRACEPARENT, span.traceparent());
-    match span.tracestate() {
-        Some(v) => h.insert(TRACESTATE, v.clone()),
-        None => h.remove(TRACESTATE),
+    let (set, gen_id) = listener
+        .as_ref()
+        .map_or((headers::ForwardedSet::ALL, true), |l| {
+            (l.forwarded_set, l.generate_request_id)
+        });
+    headers::forwarded(h, set, &conn.client_id, conn.tls, &ex.host, trusted);
+    ex.request_id = match gen_id {
+        true => Some(headers::request_id(h)),
+        false => h.get(headers::REQUEST_ID).cloned(),
     };
-    ex.span = Some(span);
+    if table.tracer.propagates() {
+        let span = table.tracer.start_at(h, ex.accepted);
+        h.insert(TRACEPARENT, span.traceparent());
+        match span.tracestate() {
+            Some(v) => h.insert(TRACESTATE, v.clone()),
+            None => h.remove(TRACESTATE),
+        };
+        ex.span = Some(span);
+    }
     route.request_edits.apply(h);
     if let Some(auth) = req.uri().authority() {
         if let Ok(v) = HeaderValue::from_str(auth.as_str()) {

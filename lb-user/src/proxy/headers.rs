@@ -3,7 +3,7 @@
 
 use super::balancer::Wrr;
 use super::table::{Action, RouteState};
-use crate::config::{HeaderEdits, Redirect, Route};
+use crate::config::{ForwardedHeader, HeaderEdits, Redirect, Route};
 use crate::ratelimit::RateLimiter;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
@@ -207,7 +207,33 @@ impl ClientId {
 
 /// X-Forwarded-For/-Proto/-Host and Forwarded. From a trusted client the existing values are
 /// kept and ours appended; from anyone else they are replaced by what we saw.
-pub fn forwarded(h: &mut HeaderMap, client: &ClientId, tls: bool, host: &str, trusted: bool) {
+/// The forwarding headers a listener sets (`forwarded.headers`), one bit each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardedSet(u8);
+
+impl ForwardedSet {
+    pub const ALL: ForwardedSet = ForwardedSet(0b1111);
+
+    pub fn new(headers: &[ForwardedHeader]) -> ForwardedSet {
+        ForwardedSet(headers.iter().fold(0, |bits, h| bits | 1 << *h as u8))
+    }
+
+    fn has(self, h: ForwardedHeader) -> bool {
+        self.0 & 1 << h as u8 != 0
+    }
+}
+
+/// Sets the forwarding headers in `set`: earlier hops' values kept (appended to) only from a
+/// `trusted` peer, overwritten otherwise.
+pub fn forwarded(
+    h: &mut HeaderMap,
+    set: ForwardedSet,
+    client: &ClientId,
+    tls: bool,
+    host: &str,
+    trusted: bool,
+) {
+    use ForwardedHeader as F;
     let proto = if tls { "https" } else { "http" };
     const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
     const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -221,36 +247,39 @@ pub fn forwarded(h: &mut HeaderMap, client: &ClientId, tls: bool, host: &str, tr
         (!v.is_empty()).then(|| v.join(", "))
     };
     // Earlier hops' values count only from a trusted peer (and are only then read).
-    let xff = match trusted.then(|| prior(h, &XFF)).flatten() {
-        Some(p) => {
-            HeaderValue::from_str(&format!("{p}, {}", client.ip.to_str().unwrap_or("unknown"))).ok()
+    if set.has(F::XForwardedFor) {
+        let xff = match trusted.then(|| prior(h, &XFF)).flatten() {
+            Some(p) => {
+                let ip = client.ip.to_str().unwrap_or("unknown");
+                HeaderValue::from_str(&format!("{p}, {ip}")).ok()
+            }
+            _ => Some(client.ip.clone()),
+        };
+        if let Some(v) = xff {
+            h.insert(XFF, v);
         }
-        _ => Some(client.ip.clone()),
-    };
-    let mut fwd = String::with_capacity(client.forwarded_for.len() + host.len() + 20);
-    fwd.push_str(&client.forwarded_for);
-    fwd.push_str(";proto=");
-    fwd.push_str(proto);
-    if is_token(host) {
-        fwd.push_str(";host=");
-        fwd.push_str(host);
     }
-    let fwd = match trusted.then(|| prior(h, &header::FORWARDED)).flatten() {
-        Some(p) => format!("{p}, {fwd}"),
-        None => fwd,
-    };
-    let keep_proto = trusted && h.contains_key(&XFP);
-    let keep_host = trusted && h.contains_key(&XFH);
-    if let Some(v) = xff {
-        h.insert(XFF, v);
+    if set.has(F::Forwarded) {
+        let mut fwd = String::with_capacity(client.forwarded_for.len() + host.len() + 20);
+        fwd.push_str(&client.forwarded_for);
+        fwd.push_str(";proto=");
+        fwd.push_str(proto);
+        if is_token(host) {
+            fwd.push_str(";host=");
+            fwd.push_str(host);
+        }
+        let fwd = match trusted.then(|| prior(h, &header::FORWARDED)).flatten() {
+            Some(p) => format!("{p}, {fwd}"),
+            None => fwd,
+        };
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)) {
+            h.insert(header::FORWARDED, v);
+        }
     }
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)) {
-        h.insert(header::FORWARDED, v);
-    }
-    if !keep_proto {
+    if set.has(F::XForwardedProto) && !(trusted && h.contains_key(&XFP)) {
         h.insert(XFP, HeaderValue::from_static(proto));
     }
-    if !keep_host {
+    if set.has(F::XForwardedHost) && !(trusted && h.contains_key(&XFH)) {
         if let Ok(v) = HeaderValue::from_str(host) {
             h.insert(XFH, v);
         }

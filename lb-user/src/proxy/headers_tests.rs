@@ -32,6 +32,25 @@ fn strips_hop_by_hop_and_connection_named() {
 }
 
 #[test]
+fn forwarded_sets_only_the_chosen_headers() {
+    use crate::config::ForwardedHeader;
+    let client = ClientId::new("192.0.2.7:5000".parse().unwrap());
+    let mut h = HeaderMap::new();
+    h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    let only_xff = ForwardedSet::new(&[ForwardedHeader::XForwardedFor]);
+    forwarded(&mut h, only_xff, &client, false, "app.example", false);
+    assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+    // Not chosen: an incoming value passes as it came, none is added.
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert!(h.get("x-forwarded-host").is_none() && h.get("forwarded").is_none());
+    let mut none = HeaderMap::new();
+    forwarded(&mut none, ForwardedSet::new(&[]), &client, true, "h", false);
+    assert!(none.is_empty());
+    let all = ForwardedSet::new(&ForwardedHeader::all());
+    assert_eq!(all, ForwardedSet::ALL);
+}
+
+#[test]
 fn forwarded_overwrites_untrusted_and_appends_trusted() {
     let client: SocketAddr = "192.0.2.7:5000".parse().unwrap();
     let mut h = HeaderMap::new();
@@ -39,13 +58,21 @@ fn forwarded_overwrites_untrusted_and_appends_trusted() {
     h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
     h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
     let mut trusted = h.clone();
-    forwarded(&mut h, &ClientId::new(client), false, "app.example", false);
+    forwarded(
+        &mut h,
+        ForwardedSet::ALL,
+        &ClientId::new(client),
+        false,
+        "app.example",
+        false,
+    );
     assert_eq!(h["x-forwarded-for"], "192.0.2.7");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "app.example");
     assert_eq!(h["forwarded"], "for=192.0.2.7;proto=http;host=app.example");
     forwarded(
         &mut trusted,
+        ForwardedSet::ALL,
         &ClientId::new(client),
         false,
         "app.example",
@@ -60,6 +87,7 @@ fn forwarded_overwrites_untrusted_and_appends_trusted() {
     let mut v6 = HeaderMap::new();
     forwarded(
         &mut v6,
+        ForwardedSet::ALL,
         &ClientId::new("[2001:db8::1]:1".parse().unwrap()),
         true,
         "h",
@@ -69,6 +97,7 @@ fn forwarded_overwrites_untrusted_and_appends_trusted() {
     let mut mapped = HeaderMap::new();
     forwarded(
         &mut mapped,
+        ForwardedSet::ALL,
         &ClientId::new("[::ffff:10.0.0.1]:1".parse().unwrap()),
         true,
         "h",

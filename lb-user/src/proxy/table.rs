@@ -46,6 +46,9 @@ pub struct ListenerState {
     pub rate: Option<((u32, u32), Arc<RateLimiter>)>,
     pub limits: Limits,
     pub forwarded_trusted: Vec<IpNet>,
+    /// Which forwarding headers are set (`forwarded.headers`).
+    pub forwarded_set: super::headers::ForwardedSet,
+    pub generate_request_id: bool,
     /// Connections and TLS handshakes (kept across reloads by listener name).
     pub stats: Arc<ListenerStats>,
 }
@@ -274,6 +277,8 @@ fn build_listener(
         rate,
         limits: l.limits,
         forwarded_trusted: cidrs(&l.forwarded.trusted),
+        forwarded_set: super::headers::ForwardedSet::new(&l.forwarded.headers),
+        generate_request_id: l.generate_request_id,
         stats: old.map(|o| o.stats.clone()).unwrap_or_default(),
     }
 }

@@ -67,6 +67,11 @@ impl Tracer {
         })
     }
 
+    /// False when `tracing.propagate` is off: requests get no span and keep their headers.
+    pub fn propagates(&self) -> bool {
+        self.inner.cfg.propagate
+    }
+
     /// True when `cfg` would build the same tracer, so a reload can keep this one (and its
     /// exporter queue and counters).
     pub fn same_config(&self, cfg: &config::Tracing) -> bool {

@@ -24,6 +24,7 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 
 fn tracer(sample_percent: f64) -> Tracer {
     Tracer::new(&Tracing {
+        propagate: true,
         sample_percent,
         otlp: None,
     })
@@ -163,6 +164,7 @@ fn sampling_at_zero_and_hundred_percent() {
     let ids: std::collections::HashSet<_> = (0..1000).map(|_| all.start(&empty).trace_id).collect();
     assert_eq!(ids.len(), 1000, "fresh trace ids");
     assert!(all.same_config(&Tracing {
+        propagate: true,
         sample_percent: 100.0,
         otlp: None
     }));

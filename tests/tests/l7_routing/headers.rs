@@ -62,6 +62,52 @@ clusters:
     assert_eq!(one("x-forwarded-proto"), "http");
 }
 
+/// With `forwarded.headers: [x-forwarded-for]`, `generate_request_id: false` and
+/// `tracing.propagate: false`, lb does only what HAProxy's `option forwardfor` does: one XFF;
+/// the other headers pass as the client sent them (or stay absent).
+#[test]
+fn forwarding_request_id_and_trace_headers_can_be_turned_off() {
+    let b = backend("b");
+    let listen = free_local_addr();
+    let yaml = format!(
+        r#"
+tracing: {{propagate: false}}
+listeners:
+  - {{name: http, address: "{listen}", generate_request_id: false, forwarded: {{headers: [x-forwarded-for]}}}}
+routes: [{{hosts: ["*"], cluster: c}}]
+clusters:
+  - {{name: c, endpoints: [{{address: "{}"}}]}}
+"#,
+        b.addr()
+    );
+    let _lb = start(&yaml);
+    let parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    served_by(&send(
+        listen,
+        "GET",
+        "off.test",
+        "/",
+        &[("X-Forwarded-Proto", "https"), ("traceparent", parent)],
+    ));
+    let h = b.last_request_headers();
+    assert_eq!(values(&h, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(values(&h, "x-forwarded-proto"), ["https"]);
+    assert_eq!(values(&h, "traceparent"), [parent]);
+    for absent in [
+        "x-forwarded-host",
+        "forwarded",
+        "x-request-id",
+        "tracestate",
+    ] {
+        assert!(values(&h, absent).is_empty(), "{absent}: {h:?}");
+    }
+    served_by(&get(listen, "off.test", "/"));
+    let h = b.last_request_headers();
+    for absent in ["x-request-id", "traceparent", "x-forwarded-proto"] {
+        assert!(values(&h, absent).is_empty(), "{absent}: {h:?}");
+    }
+}
+
 #[test]
 fn request_id_generated_when_absent_kept_when_present() {
     let b = backend("b");
