@@ -66,7 +66,8 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
             addr: origin,
             process: None,
         },
-        start_lb(env)?,
+        start_lb(env, false)?,
+        start_lb(env, true)?,
         start_haproxy(env)?,
         Contender {
             name: "nginx",
@@ -156,6 +157,11 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
          proxy's saturated throughput and times each request from its scheduled send (no coordinated omission)."
             .into(),
         "HTTP/2 (h2load) joins this suite when lb speaks HTTP/2 (the L7 issue).".into(),
+        "lb is configured to do what HAProxy (`option forwardfor`) and nginx do: add one X-Forwarded-For \
+         (configs/lb.yaml). lb+defaults is lb unconfigured (configs/lb-defaults.yaml): it also sets \
+         X-Forwarded-Proto, X-Forwarded-Host and Forwarded, generates X-Request-Id and starts a W3C trace \
+         (traceparent) per request; its column against lb is the price of those."
+            .into(),
         "Configs of every contender: bench/results/configs/.".into(),
     ];
     Ok(result)
@@ -332,11 +338,31 @@ fn start_haproxy(env: &Env) -> Result<Contender> {
     })
 }
 
-fn start_lb(env: &Env) -> Result<Contender> {
+/// `lb` does what the peers are configured to do (one X-Forwarded-For, HAProxy's `option
+/// forwardfor`); `lb+defaults` adds what lb does unconfigured: X-Forwarded-Proto/-Host,
+/// Forwarded, a generated X-Request-Id and a W3C traceparent.
+fn start_lb(env: &Env, defaults: bool) -> Result<Contender> {
+    let (name, port, admin) = match defaults {
+        false => ("lb", 19001, 19901),
+        true => ("lb+defaults", 19004, 19904),
+    };
+    let (tracing, listener) = match defaults {
+        false => (
+            "tracing: {propagate: false}\n",
+            ", forwarded: {headers: [x-forwarded-for]}, generate_request_id: false",
+        ),
+        true => ("", ""),
+    };
     let conf = format!(
-        "access_log: {{format: off}}\nlisteners: [{{name: http, address: \"127.0.0.1:19001\"}}]\nroutes: [{{hosts: [\"*\"], cluster: origin}}]\nclusters:\n  - name: origin\n    endpoints: [{{address: \"{ORIGIN}\"}}]\n"
+        "access_log: {{format: off}}\n{tracing}listeners: [{{name: http, address: \"127.0.0.1:{port}\"{listener}}}]\nroutes: [{{hosts: [\"*\"], cluster: origin}}]\nclusters:\n  - name: origin\n    endpoints: [{{address: \"{ORIGIN}\"}}]\n"
     );
-    let live_s = live_config(env, "lb.yaml", &conf)?;
+    let file = if defaults {
+        "lb-defaults.yaml"
+    } else {
+        "lb.yaml"
+    };
+    let live_s = live_config(env, file, &conf)?;
+    let admin = format!("127.0.0.1:{admin}");
     let process = spawn_pinned(
         0,
         &env.lb,
@@ -347,13 +373,14 @@ fn start_lb(env: &Env) -> Result<Contender> {
             "--workers",
             "1",
             "--admin",
-            "127.0.0.1:19901",
+            &admin,
         ],
-        &env.scratch.join("lb.log"),
+        &env.scratch
+            .join(format!("{}.log", file.trim_end_matches(".yaml"))),
     )?;
     Ok(Contender {
-        name: "lb",
-        addr: "127.0.0.1:19001".parse()?,
+        name,
+        addr: format!("127.0.0.1:{port}").parse()?,
         process: Some(process),
     })
 }

@@ -100,8 +100,8 @@ fn ordered<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 
 fn table(out: &mut String, scenario: &str, rows: &[&Row]) {
     let contenders = ordered(rows.iter().map(|r| r.contender.as_str()));
-    // Ratio columns: each variant `X+Y` against its base `X` when the table has both (suite
-    // scrape: lb+scrape vs lb); otherwise lb against every peer.
+    // Ratio columns: lb against every peer, then each variant `X+Y` against its base `X` when
+    // the table has both (lb+defaults vs lb, lb+scrape vs lb).
     let variants: Vec<(&str, &str)> = contenders
         .iter()
         .filter_map(|c| {
@@ -109,23 +109,23 @@ fn table(out: &mut String, scenario: &str, rows: &[&Row]) {
             contenders.contains(&base).then_some((*c, base))
         })
         .collect();
-    let by_variant = !variants.is_empty();
-    let pairs: Vec<(&str, &str)> = if !by_variant {
-        let lb = contenders.iter().find(|c| c.starts_with("lb")).copied();
-        let peers = contenders
-            .iter()
-            .filter(|c| Some(**c) != lb && **c != "direct");
-        lb.map(|lb| peers.map(|p| (lb, *p)).collect())
-            .unwrap_or_default()
-    } else {
-        variants
-    };
+    let is_variant = |c: &str| variants.iter().any(|(v, _)| *v == c);
+    let lb = contenders
+        .iter()
+        .find(|c| c.starts_with("lb") && !is_variant(c))
+        .copied();
+    let peers = contenders
+        .iter()
+        .filter(|c| Some(**c) != lb && **c != "direct" && !is_variant(c) && !c.starts_with("lb"));
+    let mut pairs: Vec<(&str, &str)> = lb
+        .map(|lb| peers.map(|p| (lb, *p)).collect())
+        .unwrap_or_default();
+    pairs.extend(variants.iter().copied());
     let _ = write!(out, "**{scenario}**\n\n| metric |");
     for c in &contenders {
         let _ = write!(out, " {c} |");
     }
     for (a, b) in &pairs {
-        let a = if by_variant { a } else { "lb" };
         let _ = write!(out, " {a} vs {b} |");
     }
     out.push_str("\n|---|");
@@ -145,7 +145,7 @@ fn table(out: &mut String, scenario: &str, rows: &[&Row]) {
             );
         }
         for (a, b) in &pairs {
-            let who = if by_variant { a } else { "lb" };
+            let who = a;
             let cell = match (get(a), get(b)) {
                 (Some(a), Some(b)) if b.median.abs() > f64::EPSILON && a.median.is_finite() => {
                     let ratio = a.median / b.median;
