@@ -7,6 +7,7 @@
 
 use super::body::UpBody;
 use super::h1body::{Framing, H1Body};
+use super::h1write::header as header_field;
 use super::upstream::Pool;
 use bytes::BytesMut;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
@@ -209,20 +210,13 @@ fn encode_head(parts: &request::Parts, len: usize, out: &mut Vec<u8>) {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
-        push_field(out, name.as_str().as_bytes(), value.as_bytes());
+        header_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     let bodied = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
     if len > 0 || had_length || bodied {
         use std::io::Write;
         let _ = write!(out, "content-length: {len}\r\n");
     }
-    out.extend_from_slice(b"\r\n");
-}
-
-fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 

@@ -189,7 +189,8 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// One `name: value` line of a head (responses here, requests in h1client).
+pub(super) fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
