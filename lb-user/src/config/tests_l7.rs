@@ -127,17 +127,24 @@ fn defaults_are_haproxy_like() {
 #[test]
 fn bad_header_work_fields_are_named() {
     let errs = errors(
-        "listeners: [{name: l, address: '127.0.0.1:1', forwarded: {headers: [x-real-ip]}}]
-",
+        "listeners: [{name: l, address: '127.0.0.1:1', forwarded: {headers: [x-real-ip]}}]\n",
     );
     assert!(
         errs.iter()
             .any(|e| e.starts_with("listeners[0].forwarded.headers") && e.contains("x-real-ip")),
         "{errs:?}"
     );
+    let errs =
+        errors("listeners: [{name: l, address: '127.0.0.1:1', generate_request_id: maybe}]\n");
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("listeners[0].generate_request_id")),
+        "{errs:?}"
+    );
+    let errs = errors("tracing: {propagate: 3}\n");
+    assert!(has(&errs, "tracing.propagate", ""), "{errs:?}");
     let errs = errors(
-        "tracing: {propagate: false, otlp: {endpoint: 'http://127.0.0.1:4318/v1/traces'}}
-",
+        "tracing: {propagate: false, otlp: {endpoint: 'http://127.0.0.1:4318/v1/traces'}}\n",
     );
     assert!(has(&errs, "tracing.propagate", "otlp"), "{errs:?}");
 }
