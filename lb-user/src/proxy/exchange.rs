@@ -54,7 +54,8 @@ impl Drop for ClusterActive {
 pub struct Exchange {
     pub table: Arc<Table>,
     pub conn: Arc<ConnInfo>,
-    pub accepted: SystemTime,
+    /// When the request began (one clock read; the wall-clock time is derived from it when a
+    /// log line or span needs it, see [`Exchange::accepted`]).
     pub start: Instant,
     pub method: Method,
     pub uri: Uri,
@@ -89,7 +90,6 @@ impl Exchange {
         Exchange {
             table,
             conn,
-            accepted: SystemTime::now(),
             start: Instant::now(),
             method,
             uri,
@@ -111,6 +111,13 @@ impl Exchange {
             termination: *b"--",
             bytes_out: 0,
         }
+    }
+
+    /// The wall-clock time the request began.
+    pub fn accepted(&self) -> SystemTime {
+        SystemTime::now()
+            .checked_sub(self.start.elapsed())
+            .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
     pub fn set_error(&mut self, side: Side, message: String) {
@@ -170,7 +177,7 @@ impl Exchange {
         let route = self.route.and_then(|r| self.table.routes.get(r));
         let cluster = self.cluster.and_then(|c| self.table.clusters.get(c));
         Record {
-            time: crate::accesslog::rfc3339_ms(self.accepted),
+            time: crate::accesslog::rfc3339_ms(self.accepted()),
             client: self.conn.client,
             listener: self.conn.listener.to_string(),
             tls: self.conn.tls,

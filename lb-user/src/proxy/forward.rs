@@ -53,11 +53,7 @@ pub async fn run(
             ntried += 1;
         }
         let ep = cluster.endpoints[idx].clone();
-        let queued = Instant::now();
-        let permit = acquire(&ep, cluster).await?;
-        if permit.is_some() {
-            *ex.t_queue.get_or_insert(Duration::ZERO) += queued.elapsed();
-        }
+        let permit = acquire(&ep, cluster, ex).await?;
         ex.inflight = Some(InFlight::new(ep.clone(), permit));
         let Some(req) = p.next_request(back.take()) else {
             return Err(ProxyError::Internal("request cannot be replayed".into()));
@@ -76,7 +72,7 @@ pub async fn run(
             local: conn.local,
             upgrade: p.upgrade.is_some(),
         };
-        let result = attempt(&ep, cluster, ex, who, req, remaining, &p.stats).await;
+        let result = attempt(&ep, cluster, ex, who, req, remaining, p.stats.as_deref()).await;
         drop(retry_guard.take());
         observe(&ep, &result);
         let failure = match result {
@@ -93,8 +89,8 @@ pub async fn run(
                     continue;
                 }
                 ex.t_response = Some(ex.start.elapsed());
-                if ex.bytes_in == 0 {
-                    ex.bytes_in = p.stats.bytes.load(Ordering::Relaxed);
+                if let (0, Some(stats)) = (ex.bytes_in, &p.stats) {
+                    ex.bytes_in = stats.bytes.load(Ordering::Relaxed);
                 }
                 let mut resp = resp;
                 if let (Some(down), 101) = (p.upgrade.take(), status) {
@@ -201,17 +197,21 @@ fn pick(cluster: &ClusterState, p: &Prepared, exclude: &[usize]) -> Option<usize
         .pick(&cluster.weights, &load, p.hash_key, exclude)
 }
 
-/// The endpoint's slot when it has a connection limit: now, after a bounded wait, or 503.
+/// The endpoint's slot when it has a connection limit: now, after a bounded wait (added to
+/// the exchange's queue time), or 503.
 async fn acquire(
     ep: &Endpoint,
     cluster: &ClusterState,
+    ex: &mut Exchange,
 ) -> Result<Option<OwnedSemaphorePermit>, ProxyError> {
     let Some(limit) = ep.limit.load_full() else {
         return Ok(None);
     };
     if let Ok(p) = limit.slots.clone().try_acquire_owned() {
+        ex.t_queue.get_or_insert(Duration::ZERO);
         return Ok(Some(p));
     }
+    let queued = Instant::now();
     let q = &cluster.cfg.queue;
     if limit.queued.fetch_add(1, Ordering::Relaxed) >= q.size {
         limit.queued.fetch_sub(1, Ordering::Relaxed);
@@ -219,6 +219,7 @@ async fn acquire(
     }
     let waited = tokio::time::timeout(q.timeout.0, limit.slots.clone().acquire_owned()).await;
     limit.queued.fetch_sub(1, Ordering::Relaxed);
+    *ex.t_queue.get_or_insert(Duration::ZERO) += queued.elapsed();
     match waited {
         Ok(Ok(p)) => Ok(Some(p)),
         _ => Err(ProxyError::QueueTimeout(
@@ -235,7 +236,7 @@ async fn attempt(
     who: ConnFor,
     mut req: Request<UpBody>,
     remaining: Duration,
-    stats: &ReqStats,
+    stats: Option<&ReqStats>,
 ) -> Result<(Response<RespBody>, Option<Conn>), Failure> {
     let endpoint = || ep.address.to_string();
     let mut co = match ep.pool.checkout(who).await {
@@ -258,9 +259,9 @@ async fn attempt(
         to_http2(&mut req, ep, cluster.cfg.tls.is_some());
     }
     let timeout = cluster.cfg.response_timeout.0.min(remaining);
-    match tokio::time::timeout(timeout, co.conn.send(req)).await {
-        Ok(Ok(resp)) => Ok((resp, co.poolable.then_some(co.conn))),
-        Err(_) => Err(Failure {
+    match co.conn.send(req, timeout).await {
+        Ok(resp) => Ok((resp, co.poolable.then_some(co.conn))),
+        Err(e) if e.timed_out => Err(Failure {
             err: if timeout < cluster.cfg.response_timeout.0 {
                 ProxyError::RequestTimeout(cluster.cfg.request_timeout.map_or(timeout, |t| t.0))
             } else {
@@ -272,9 +273,9 @@ async fn attempt(
             retry_on: Some(RetryOn::Timeout),
             back: None,
         }),
-        Ok(Err(e)) => {
+        Err(e) => {
             let back = e.back.map(|b| *b);
-            if stats.too_large.load(Ordering::Relaxed) {
+            if stats.is_some_and(|s| s.too_large.load(Ordering::Relaxed)) {
                 let limit = match back.as_ref().map(|r| r.body()) {
                     Some(UpBody::Stream { limit, .. }) => *limit,
                     _ => 0,
@@ -285,7 +286,7 @@ async fn attempt(
                     back: None,
                 });
             }
-            if stats.client_failed.load(Ordering::Relaxed) {
+            if stats.is_some_and(|s| s.client_failed.load(Ordering::Relaxed)) {
                 return Err(Failure {
                     err: ProxyError::BadBody(e.message),
                     retry_on: None,

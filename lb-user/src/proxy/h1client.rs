@@ -12,17 +12,24 @@ use super::upstream::Pool;
 use bytes::BytesMut;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http::{request, Version};
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::thread::ThreadId;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 /// Largest response head (status line and header fields) we read.
 const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 128;
+/// The deadline of a timeout too long for the clock.
+const FAR_FUTURE: Duration = Duration::from_secs(86400 * 365 * 30);
 /// Request bodies up to this size go out in one write with the head.
 const INLINE_BODY: usize = 16 * 1024;
 
@@ -34,6 +41,10 @@ pub struct H1Conn {
     out: Vec<u8>,
     /// A response has been read from this connection (it is a reused one now).
     served: bool,
+    /// The response timer, kept for the connection's next request: moving a registered
+    /// deadline later is one compare-and-swap, a new timer per request a timer-wheel insert
+    /// and removal. It belongs to the runtime of the thread that made it.
+    timer: Option<(ThreadId, Pin<Box<Sleep>>)>,
 }
 
 /// A request that failed on an upstream connection (ours or hyper's).
@@ -42,6 +53,8 @@ pub struct SendError {
     pub back: Option<Box<Request<UpBody>>>,
     /// The endpoint's answer is not HTTP/1.x.
     pub parse: bool,
+    /// No complete response head within the response timeout.
+    pub timed_out: bool,
     pub message: String,
 }
 
@@ -50,6 +63,7 @@ impl SendError {
         SendError {
             back: None,
             parse: false,
+            timed_out: false,
             message: format!("{what}: {e}"),
         }
     }
@@ -58,7 +72,27 @@ impl SendError {
         SendError {
             back: None,
             parse: true,
+            timed_out: false,
             message: message.into(),
+        }
+    }
+
+    /// A request refused before anything was written: it goes back to the caller.
+    pub fn unsent(req: Request<UpBody>, message: impl Into<String>) -> Self {
+        SendError {
+            back: Some(Box::new(req)),
+            parse: false,
+            timed_out: false,
+            message: message.into(),
+        }
+    }
+
+    pub fn timed_out() -> Self {
+        SendError {
+            back: None,
+            parse: false,
+            timed_out: true,
+            message: "no response head within the response timeout".into(),
         }
     }
 }
@@ -70,6 +104,7 @@ impl H1Conn {
             buf: BytesMut::new(),
             out: Vec::with_capacity(512),
             served: false,
+            timer: None,
         }
     }
 
@@ -89,12 +124,14 @@ impl H1Conn {
         tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
-    /// Sends `req` and reads the response head (1xx interim responses are skipped). The body
-    /// owns the connection and hands it to `home` once read to its end, when keep-alive allows.
+    /// Sends `req` and reads the response head (1xx interim responses are skipped), within
+    /// `timeout`. The body owns the connection and hands it to `home` once read to its end,
+    /// when keep-alive allows.
     pub async fn send(
         mut self,
         req: Request<UpBody>,
         home: Option<Arc<Pool>>,
+        timeout: Duration,
     ) -> Result<Response<H1Body>, SendError> {
         let head_request = req.method() == Method::HEAD;
         let (parts, body) = req.into_parts();
@@ -103,16 +140,22 @@ impl H1Conn {
         let data = match &body {
             UpBody::Full(data) => data.clone(),
             UpBody::Stream { .. } => {
-                return Err(SendError {
-                    back: Some(Box::new(Request::from_parts(parts, body))),
-                    parse: false,
-                    message: "a streamed request body needs hyper's client".into(),
-                })
+                return Err(SendError::unsent(
+                    Request::from_parts(parts, body),
+                    "a streamed request body needs hyper's client",
+                ))
             }
         };
-        let mut out = std::mem::take(&mut self.out);
+        let H1Conn {
+            io,
+            buf,
+            out,
+            served,
+            timer,
+        } = &mut self;
+        let timer = arm(timer, timeout);
         out.clear();
-        encode_head(&parts, data.as_ref().map_or(0, |d| d.len()), &mut out);
+        encode_head(&parts, data.as_ref().map_or(0, |d| d.len()), out);
         let rest = match data {
             Some(d) if d.len() <= INLINE_BODY => {
                 out.extend_from_slice(&d);
@@ -124,7 +167,7 @@ impl H1Conn {
         // the endpoint is woken once for them rather than once per request.
         tokio::task::yield_now().await;
         // Nothing written yet: a failure here means the request never left.
-        let n = match self.io.write(&out).await {
+        let n = match timed(timer, io.write(out)).await? {
             Ok(n) => n,
             Err(e) => {
                 return Err(SendError {
@@ -134,10 +177,11 @@ impl H1Conn {
             }
         };
         let write = |e| SendError::io("writing the request", e);
-        self.io.write_all(&out[n..]).await.map_err(write)?;
-        self.out = out;
-        if let Some(rest) = rest {
-            self.io.write_all(&rest).await.map_err(write)?;
+        timed(timer, io.write_all(&out[n..]))
+            .await?
+            .map_err(write)?;
+        if let Some(rest) = &rest {
+            timed(timer, io.write_all(rest)).await?.map_err(write)?;
         }
         // No byte of an answer on a connection that had served before: the endpoint closed it
         // while idle (keep-alive race). An idempotent request with a replayable body goes back
@@ -145,15 +189,20 @@ impl H1Conn {
         // Go's do).
         let replayable = parts.method.is_idempotent();
         loop {
-            let (resp, framing, reuse) = match self.read_head(head_request).await {
+            let (resp, framing, reuse) = match timed(timer, read_head(io, buf, head_request))
+                .await
+                .and_then(|r| r)
+            {
                 Ok(head) => head,
-                Err(mut e) if replayable && !e.parse && self.buf.is_empty() && self.served => {
+                Err(mut e)
+                    if replayable && !e.parse && !e.timed_out && buf.is_empty() && *served =>
+                {
                     e.back = Some(Box::new(Request::from_parts(parts, body)));
                     return Err(e);
                 }
                 Err(e) => return Err(e),
             };
-            self.served = true;
+            *served = true;
             let status = resp.status();
             if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                 continue;
@@ -168,33 +217,66 @@ impl H1Conn {
             return Ok(resp.map(|()| body));
         }
     }
+}
 
-    /// Reads until a complete response head is buffered and parses it.
-    async fn read_head(
-        &mut self,
-        head_request: bool,
-    ) -> Result<(Response<()>, Framing, bool), SendError> {
-        loop {
-            if !self.buf.is_empty() {
-                if let Some(parsed) = parse_head(&mut self.buf, head_request)? {
-                    return Ok(parsed);
-                }
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Err(SendError::parse("response head over 64 KiB"));
-            }
-            self.buf.reserve(8 * 1024);
-            let n = (self.io.read_buf(&mut self.buf).await)
-                .map_err(|e| SendError::io("reading the response", e))?;
-            if n == 0 {
-                return Err(SendError {
-                    back: None,
-                    parse: false,
-                    message: "connection closed before a complete response head".into(),
-                });
+/// Reads until a complete response head is buffered and parses it.
+async fn read_head(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<(Response<()>, Framing, bool), SendError> {
+    loop {
+        if !buf.is_empty() {
+            if let Some(parsed) = parse_head(buf, head_request)? {
+                return Ok(parsed);
             }
         }
+        if buf.len() > MAX_HEAD {
+            return Err(SendError::parse("response head over 64 KiB"));
+        }
+        buf.reserve(8 * 1024);
+        let n = (io.read_buf(buf).await).map_err(|e| SendError::io("reading the response", e))?;
+        if n == 0 {
+            return Err(SendError {
+                back: None,
+                parse: false,
+                timed_out: false,
+                message: "connection closed before a complete response head".into(),
+            });
+        }
     }
+}
+
+/// The connection's response timer set to fire `timeout` from now: the one it has, when this
+/// thread's runtime made it, else a new one.
+fn arm(slot: &mut Option<(ThreadId, Pin<Box<Sleep>>)>, timeout: Duration) -> &mut Pin<Box<Sleep>> {
+    // As tokio's own timeout: a duration past the clock's range means about 30 years.
+    let now = Instant::now();
+    let deadline = now.checked_add(timeout).unwrap_or(now + FAR_FUTURE);
+    let here = this_thread();
+    let fresh = || (here, Box::pin(tokio::time::sleep_until(deadline)));
+    match slot {
+        Some((thread, sleep)) if *thread == here => sleep.as_mut().reset(deadline),
+        _ => *slot = Some(fresh()),
+    }
+    &mut slot.get_or_insert_with(fresh).1
+}
+
+/// `f`, unless the response timer fires first.
+async fn timed<T>(timer: &mut Pin<Box<Sleep>>, f: impl Future<Output = T>) -> Result<T, SendError> {
+    tokio::select! {
+        biased;
+        v = f => Ok(v),
+        () = timer.as_mut() => Err(SendError::timed_out()),
+    }
+}
+
+/// This thread's id, read once per thread.
+fn this_thread() -> ThreadId {
+    thread_local! {
+        static ID: ThreadId = std::thread::current().id();
+    }
+    ID.with(|id| *id)
 }
 
 /// Request line, header fields, and our framing: Content-Length `len` (the client's own
@@ -243,20 +325,30 @@ fn parse_head(
     } else {
         Version::HTTP_11
     };
-    // Names now (standard ones are not copied); values as slices of the frozen head below.
+    // Offsets of names and values (on the stack), then the map over the frozen head: values
+    // are slices of it, standard names are not copied.
     let base = buf.as_ptr() as usize;
-    let mut fields = Vec::with_capacity(r.headers.len());
-    for h in r.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| SendError::parse(format!("invalid header name {:?}", h.name)))?;
-        let start = h.value.as_ptr() as usize - base;
-        fields.push((name, start, start + h.value.len()));
+    let count = r.headers.len();
+    let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    for (f, h) in fields.iter_mut().zip(r.headers.iter()) {
+        let name = (h.name.as_ptr() as usize - base) as u32;
+        let value = (h.value.as_ptr() as usize - base) as u32;
+        *f = (name, h.name.len() as u32, value, h.value.len() as u32);
     }
     let head = buf.split_to(n).freeze();
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, start, end) in fields {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-            .map_err(|_| SendError::parse(format!("invalid value of header {name}")))?;
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name, name_len, value, value_len) in &fields[..count] {
+        let name = &head[name as usize..(name + name_len) as usize];
+        let name = HeaderName::from_bytes(name).map_err(|_| {
+            SendError::parse(format!(
+                "invalid header name {:?}",
+                String::from_utf8_lossy(name)
+            ))
+        })?;
+        let value = HeaderValue::from_maybe_shared(
+            head.slice(value as usize..(value + value_len) as usize),
+        )
+        .map_err(|_| SendError::parse(format!("invalid value of header {name}")))?;
         headers.append(name, value);
     }
     let (framing, reuse) = framing(head_request, status, version, &headers)?;

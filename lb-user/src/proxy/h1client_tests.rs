@@ -149,7 +149,10 @@ async fn closes_unanswered(method: Method, body: UpBody, served: bool) -> SendEr
         .uri("/x")
         .body(body)
         .unwrap();
-    let sent = tokio::time::timeout(std::time::Duration::from_secs(5), conn.send(req, None));
+    let sent = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        conn.send(req, None, std::time::Duration::from_secs(30)),
+    );
     let err = match sent.await.expect("bounded") {
         Ok(_) => panic!("no answer was sent"),
         Err(e) => e,
@@ -173,4 +176,71 @@ async fn an_idempotent_request_on_a_reused_connection_closed_unanswered_comes_ba
         .await
         .back
         .is_none());
+}
+
+/// An endpoint that reads the request and never answers.
+async fn silent_endpoint() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).await;
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    });
+    (addr, server)
+}
+
+#[tokio::test]
+async fn no_response_head_within_the_timeout_is_a_timeout_and_never_replayed() {
+    let (addr, server) = silent_endpoint().await;
+    let mut conn = H1Conn::new(TcpStream::connect(addr).await.unwrap());
+    // A reused connection: a stale keep-alive race would hand the request back; a timeout not.
+    conn.served = true;
+    let req = Request::builder()
+        .uri("/x")
+        .body(UpBody::Full(None))
+        .unwrap();
+    let sent = conn.send(req, None, std::time::Duration::from_millis(100));
+    let bounded = tokio::time::timeout(std::time::Duration::from_secs(5), sent);
+    let err = match bounded.await.expect("the response timer fires") {
+        Ok(_) => panic!("no answer was sent"),
+        Err(e) => e,
+    };
+    assert!(err.timed_out, "{}", err.message);
+    assert!(err.back.is_none() && !err.parse);
+    server.abort();
+}
+
+#[tokio::test]
+async fn the_response_timer_is_rearmed_not_remade() {
+    let mut slot = None;
+    let first = &**arm(&mut slot, std::time::Duration::from_secs(30)) as *const Sleep;
+    let early = slot.as_ref().unwrap().1.deadline();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let again = arm(&mut slot, std::time::Duration::from_secs(30));
+    assert_eq!(&**again as *const Sleep, first, "the same timer");
+    assert!(again.deadline() > early, "moved to the new deadline");
+    // A huge timeout is about 30 years away, not an overflow.
+    let far = arm(&mut slot, std::time::Duration::MAX).deadline();
+    assert!(far > tokio::time::Instant::now() + std::time::Duration::from_secs(86400 * 365));
+    // One made by another thread's runtime is replaced.
+    let other = std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut slot = None;
+            arm(&mut slot, std::time::Duration::from_secs(30));
+            slot.map(|(thread, _)| thread)
+        })
+    })
+    .join()
+    .unwrap();
+    slot.as_mut().unwrap().0 = other.unwrap();
+    let replaced = &**arm(&mut slot, std::time::Duration::from_secs(30)) as *const Sleep;
+    assert_ne!(replaced, first);
+    assert_eq!(slot.unwrap().0, std::thread::current().id());
 }

@@ -179,7 +179,7 @@ async fn serve(
         false => h.get(headers::REQUEST_ID).cloned(),
     };
     if table.tracer.propagates() {
-        let span = table.tracer.start_at(h, ex.accepted);
+        let span = table.tracer.start_at(h, ex.accepted());
         h.insert(TRACEPARENT, span.traceparent());
         match span.tracestate() {
             Some(v) => h.insert(TRACESTATE, v.clone()),

@@ -110,10 +110,7 @@ async fn send(table: &Table, idx: usize, who: ConnFor, copy: Copy) -> &'static s
         if co.conn.is_http2() {
             super::forward::to_http2(&mut req, &ep, cfg.tls.is_some());
         }
-        let resp = tokio::time::timeout(cfg.response_timeout.0, co.conn.send(req))
-            .await
-            .ok()?
-            .ok()?;
+        let resp = co.conn.send(req, cfg.response_timeout.0).await.ok()?;
         let status = resp.status().as_u16();
         let t = started.elapsed();
         let mut body = resp.into_body();

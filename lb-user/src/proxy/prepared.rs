@@ -24,7 +24,8 @@ pub struct Prepared {
     /// Method, URI (origin form), headers: set when the request may be rebuilt for a retry.
     pub(super) template: Option<(Method, Uri, HeaderMap)>,
     replay: Option<Option<Bytes>>,
-    pub(super) stats: Arc<ReqStats>,
+    /// What happened to a streamed body (None: the body is empty or buffered).
+    pub(super) stats: Option<Arc<ReqStats>>,
     pub(super) retry_allowed: bool,
     pub(super) hash_key: Option<u64>,
     pub(super) affinity: Option<String>,
@@ -57,7 +58,7 @@ impl Prepared {
         let retry_allowed = cfg.retries.attempts > 0
             && upgrade.is_none()
             && (parts.method.is_idempotent() || cfg.retries.non_idempotent);
-        let stats = Arc::new(ReqStats::default());
+        let mut stats = None;
         let known = body.size_hint().exact();
         let (body, replay) = if body.is_end_stream() {
             (UpBody::Full(None), Some(None))
@@ -72,9 +73,11 @@ impl Prepared {
             ex.bytes_in = bytes.len() as u64;
             (UpBody::Full(Some(bytes.clone())), Some(Some(bytes)))
         } else {
+            let shared = Arc::new(ReqStats::default());
+            stats = Some(shared.clone());
             let body = UpBody::Stream {
                 inner: body,
-                stats: stats.clone(),
+                stats: shared,
                 limit: max_body,
             };
             (body, None)
@@ -125,7 +128,7 @@ impl Prepared {
             first: Some(Request::from_parts(parts, UpBody::Full(full.clone()))),
             template,
             replay: Some(full),
-            stats: Arc::new(ReqStats::default()),
+            stats: None,
             retry_allowed,
             hash_key,
             affinity,

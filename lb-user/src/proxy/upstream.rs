@@ -42,7 +42,29 @@ pub enum Conn {
 }
 
 impl Conn {
-    pub async fn send(&mut self, req: Request<UpBody>) -> Result<Response<RespBody>, SendError> {
+    /// Sends `req` and reads the response head within `timeout`.
+    pub async fn send(
+        &mut self,
+        req: Request<UpBody>,
+        timeout: Duration,
+    ) -> Result<Response<RespBody>, SendError> {
+        if let Conn::Own(conn, home) = self {
+            if !matches!(req.body(), UpBody::Stream { .. }) {
+                if let Some(c) = conn.take() {
+                    let resp = c.send(req, home.take(), timeout).await?;
+                    return Ok(resp.map(RespBody::Own));
+                }
+            }
+        }
+        // Boxed: hyper's futures are large and only TLS, HTTP/2 and streamed bodies take this
+        // path; inline they would be copied with every request's future.
+        match tokio::time::timeout(timeout, Box::pin(self.send_hyper(req))).await {
+            Ok(sent) => sent,
+            Err(_) => Err(SendError::timed_out()),
+        }
+    }
+
+    async fn send_hyper(&mut self, req: Request<UpBody>) -> Result<Response<RespBody>, SendError> {
         let hyper = |r: Result<Response<Incoming>, TrySendError<Request<UpBody>>>| match r {
             Ok(resp) => Ok(resp.map(RespBody::Hyper)),
             Err(mut e) => {
@@ -51,6 +73,7 @@ impl Conn {
                 Err(SendError {
                     back,
                     parse: err.is_parse(),
+                    timed_out: false,
                     message: err.to_string(),
                 })
             }
@@ -67,13 +90,7 @@ impl Conn {
                     let private = home.take().is_none();
                     let mut sender = match http1_handshake(TokioIo::new(c.into_io())).await {
                         Ok(sender) => sender,
-                        Err(e) => {
-                            return Err(SendError {
-                                back: Some(Box::new(req)),
-                                parse: false,
-                                message: e.to_string(),
-                            })
-                        }
+                        Err(e) => return Err(SendError::unsent(req, e.to_string())),
                     };
                     let sent = hyper(sender.try_send_request(req).await);
                     if !private {
@@ -81,12 +98,11 @@ impl Conn {
                     }
                     sent
                 }
-                Some(c) => Ok(c.send(req, home.take()).await?.map(RespBody::Own)),
-                None => Err(SendError {
-                    back: Some(Box::new(req)),
-                    parse: false,
-                    message: "connection already used".into(),
-                }),
+                Some(c) => Ok(c
+                    .send(req, home.take(), Duration::MAX)
+                    .await?
+                    .map(RespBody::Own)),
+                None => Err(SendError::unsent(req, "connection already used")),
             },
         }
     }
