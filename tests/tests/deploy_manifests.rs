@@ -269,7 +269,8 @@ fn dockerfile_runs_the_readme_build_commands_in_order() {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let want = readme_commands(&readme, "## Build and deploy");
     assert!(
-        want.iter().any(|c| c.starts_with("cargo build --release")),
+        want.iter()
+            .any(|c| c.starts_with("cargo xtask build-release")),
         "{want:?}"
     );
     let docker = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();

@@ -1,4 +1,5 @@
-//! Project tasks: `cargo xtask setup | build-ebpf | test | demo | netns-clean`.
+//! Project tasks: `cargo xtask setup | build-ebpf | build-release | test | demo | bench |
+//! netns-clean`.
 //! Every task first makes sure the toolchain is installed (see setup.rs).
 
 mod bench;
@@ -39,6 +40,9 @@ enum Cmd {
     },
     /// Build everything, run the balancer in network namespaces with real traffic, print a report.
     Demo,
+    /// The release `lb` (target/release/lb) with profile-guided optimisation: an instrumented
+    /// build serves a training load (nginx origin, wrk; root, 2 CPUs), then the optimised build.
+    BuildRelease,
     /// Benchmarks against HAProxy and nginx in the same run; writes BENCHMARKS.md and plots.
     Bench {
         /// Suites to run (default: all that exist: l7, routes, reload, xdp, control).
@@ -61,6 +65,7 @@ fn main() -> Result<()> {
         }
         Cmd::Test { args } => test::run(&args),
         Cmd::Demo => demo::run(),
+        Cmd::BuildRelease => bench::release().map(|lb| eprintln!("built {}", lb.display())),
         Cmd::Bench { suites, quick } => bench::run(&suites, quick),
         Cmd::NetnsClean => {
             let n = lb_tests::netns::cleanup_stale("lbt-");

@@ -8,6 +8,7 @@ mod l4_load;
 mod l4_peers;
 mod l4_world;
 mod l7;
+mod pgo;
 mod proc;
 mod reload;
 mod report;
@@ -130,12 +131,38 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-pub fn run(suites: &[String], quick: bool) -> Result<()> {
-    if !Command::new("id")
+/// `cargo xtask build-release`: the PGO release build on its own (deploy/Dockerfile).
+pub fn release() -> Result<PathBuf> {
+    if !is_root() {
+        bail!("the PGO build needs root (nginx and wrk installed from Debian packages for its training load)");
+    }
+    crate::setup::run(false)?;
+    install_peers()?;
+    let object = crate::build::ebpf(true)?;
+    let scratch = crate::root().join("target-bench/pgo");
+    std::fs::create_dir_all(&scratch)?;
+    let env = Env {
+        lb: PathBuf::new(),
+        object,
+        out: scratch.clone(),
+        scratch,
+        quick: false,
+        reps: 1,
+        run: Duration::from_secs(1),
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    pgo::build(&env, &cargo)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-    {
+}
+
+pub fn run(suites: &[String], quick: bool) -> Result<()> {
+    if !is_root() {
         bail!(
             "benchmarks need root (XDP test runs, pinning, peers installed from Debian packages)"
         );
@@ -160,17 +187,6 @@ pub fn run(suites: &[String], quick: bool) -> Result<()> {
     crate::setup::run(false)?;
     install_peers()?;
     let object = crate::build::ebpf(true)?;
-    // Quick mode only proves the harness: it reuses the debug build `cargo xtask test` made.
-    let profile = if quick { "debug" } else { "release" };
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .current_dir(crate::root())
-        .args(["build", "-q", "-p", "lb-user", "--bin", "lb"]);
-    if !quick {
-        build.arg("--release");
-    }
-    crate::run_cmd(&mut build)?;
     let root = crate::root();
     let (out, scratch) = if quick {
         (
@@ -186,8 +202,8 @@ pub fn run(suites: &[String], quick: bool) -> Result<()> {
     for dir in [&out, &scratch] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let env = Env {
-        lb: crate::target_dir().join(profile).join("lb"),
+    let mut env = Env {
+        lb: crate::target_dir().join("debug").join("lb"),
         object,
         out,
         scratch,
@@ -199,6 +215,18 @@ pub fn run(suites: &[String], quick: bool) -> Result<()> {
             Duration::from_secs(5)
         },
     };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    if quick {
+        // Quick mode only proves the harness: it reuses the debug build `cargo xtask test` made.
+        crate::run_cmd(
+            Command::new(&cargo)
+                .current_dir(&root)
+                .args(["build", "-q", "-p", "lb-user", "--bin", "lb"]),
+        )?;
+    } else {
+        // What an operator deploys (deploy/Dockerfile builds the same way): release, PGO.
+        env.lb = pgo::build(&env, &cargo)?;
+    }
     // The harness itself (probe, load generator) lives on CPU 1; contenders pin themselves.
     proc::pin_self(1)?;
     for suite in &selected {
