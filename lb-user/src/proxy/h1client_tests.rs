@@ -131,9 +131,10 @@ fn request_heads_carry_our_framing_only() {
     );
 }
 
-/// An endpoint that reads one request and closes without answering, as one does when its
-/// keep-alive timeout fires just as the request arrives.
-async fn closes_unanswered(method: Method, body: UpBody, served: bool) -> SendError {
+/// An endpoint that reads one request and never answers: it closes at once, or after `silent`.
+async fn reads_one_request(
+    silent: std::time::Duration,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     use tokio::io::AsyncReadExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -141,7 +142,15 @@ async fn closes_unanswered(method: Method, body: UpBody, served: bool) -> SendEr
         let (mut s, _) = listener.accept().await.unwrap();
         let mut buf = [0u8; 1024];
         let _ = s.read(&mut buf).await;
+        tokio::time::sleep(silent).await;
     });
+    (addr, server)
+}
+
+/// An endpoint that closes without answering, as one does when its keep-alive timeout fires
+/// just as the request arrives.
+async fn closes_unanswered(method: Method, body: UpBody, served: bool) -> SendError {
+    let (addr, server) = reads_one_request(std::time::Duration::ZERO).await;
     let mut conn = H1Conn::new(TcpStream::connect(addr).await.unwrap());
     conn.served = served;
     let req = Request::builder()
@@ -178,23 +187,9 @@ async fn an_idempotent_request_on_a_reused_connection_closed_unanswered_comes_ba
         .is_none());
 }
 
-/// An endpoint that reads the request and never answers.
-async fn silent_endpoint() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    use tokio::io::AsyncReadExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 1024];
-        let _ = s.read(&mut buf).await;
-        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-    });
-    (addr, server)
-}
-
 #[tokio::test]
 async fn no_response_head_within_the_timeout_is_a_timeout_and_never_replayed() {
-    let (addr, server) = silent_endpoint().await;
+    let (addr, server) = reads_one_request(std::time::Duration::from_secs(5)).await;
     let mut conn = H1Conn::new(TcpStream::connect(addr).await.unwrap());
     // A reused connection: a stale keep-alive race would hand the request back; a timeout not.
     conn.served = true;
