@@ -82,11 +82,11 @@ impl Conn {
             Conn::H1(s) => hyper(s.try_send_request(req).await),
             Conn::H2(s) => hyper(s.try_send_request(req).await),
             Conn::Own(conn, home) => match conn.take() {
-                // A streamed body: the endpoint may answer before it ends (an early 413, a
-                // streaming echo), so the request must be written while the response is read.
-                // hyper's client does both at once; the connection becomes one of its own
-                // (pooled by `checkin` afterwards).
-                Some(c) if matches!(req.body(), UpBody::Stream { .. }) => {
+                // Only a streamed body comes here (`send` takes the rest to our client): the
+                // endpoint may answer before it ends (an early 413, a streaming echo), so the
+                // request must be written while the response is read. hyper's client does both
+                // at once; the connection becomes one of its own (pooled by `checkin` afterwards).
+                Some(c) => {
                     let private = home.take().is_none();
                     let mut sender = match http1_handshake(TokioIo::new(c.into_io())).await {
                         Ok(sender) => sender,
@@ -98,10 +98,6 @@ impl Conn {
                     }
                     sent
                 }
-                Some(c) => Ok(c
-                    .send(req, home.take(), Duration::MAX)
-                    .await?
-                    .map(RespBody::Own)),
                 None => Err(SendError::unsent(req, "connection already used")),
             },
         }
