@@ -3,6 +3,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod alloc;
 pub mod bpf;
 pub mod config;
 pub mod ctl;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: lb_user::alloc::Mimalloc = lb_user::alloc::Mimalloc;
 
 #[derive(Parser)]
 #[command(name = "lb", version, about = "XDP-accelerated L4+L7 load balancer")]
