@@ -1,7 +1,7 @@
 //! One request's bookkeeping from accept to last byte: resources it holds (endpoint slot,
 //! in-flight counts) are released, and its access-log line written, when it is dropped.
 
-use super::listeners::ConnInfo;
+use super::conn::ConnInfo;
 use super::table::{ClusterRuntime, Endpoint, Table};
 use crate::accesslog::{LogFormat, Record};
 use crate::error::Side;

@@ -2,8 +2,8 @@
 //! pooled connection, and retry/redispatch on the configured conditions within the retry budget.
 
 use super::body::{ReqStats, RespBody, UpBody};
+use super::conn::ConnInfo;
 use super::exchange::{Exchange, InFlight};
-use super::listeners::ConnInfo;
 use super::table::{ClusterRuntime, ClusterState, Endpoint};
 use super::upstream::{Conn, ConnFor};
 use crate::config::RetryOn;

@@ -6,9 +6,9 @@
 //! the measurement). The framing guard ([`HeadGuard`]) still validates every byte read here.
 
 use super::body::ReqBody;
+use super::conn::ConnInfo;
 use super::h1guard::HeadGuard;
 use super::h1write::{self, Framing};
-use super::listeners::ConnInfo;
 use super::{handler, ProxyCtx};
 use crate::config::Limits;
 use bytes::{Bytes, BytesMut};

@@ -2,10 +2,10 @@
 //! limits, cluster choice (canary, weights), header work; then forward.rs, then the response.
 
 use super::body::{DownBody, Finish, ReqBody};
+use super::conn::ConnInfo;
 use super::exchange::{ClusterActive, Exchange};
 use super::forward::{self, InBody, Prepared};
 use super::headers::{self, cookie};
-use super::listeners::ConnInfo;
 use super::mirror::{Copy, MirrorState};
 use super::router::{request_host, HostError};
 use super::table::{Action, ListenerState, RouteState, Table};

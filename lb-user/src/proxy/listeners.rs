@@ -1,44 +1,21 @@
 //! The listener set: binds what the snapshot lists (one socket, or one SO_REUSEPORT socket per
-//! worker), stops the rest (open connections finish); per connection: limit, PROXY, TLS, HTTP.
+//! worker) and stops the rest (open connections finish); accept loops hand connections to conn.
 
-use super::body::ReqBody;
-use super::h1guard::HeadGuard;
-use super::h1server;
+use super::conn;
 use super::worker_pool::{self, Pool, Worker};
 use super::workers::Group;
-use super::{handler, ProxyCtx};
+use super::ProxyCtx;
 use crate::config::Listener;
-use crate::proxy_protocol;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// hyper's default maximum number of request headers (`http1::Builder::max_headers`).
-const HYPER_MAX_HEADERS: usize = 100;
-
-/// What a request knows about its connection.
-#[derive(Debug)]
-pub struct ConnInfo {
-    /// The client: the PROXY header's source when a trusted peer sent one, else `peer`.
-    pub client: SocketAddr,
-    /// The TCP peer.
-    pub peer: SocketAddr,
-    pub local: SocketAddr,
-    pub listener: Arc<str>,
-    pub tls: bool,
-    /// The client as the forwarding headers show it (formatted once per connection).
-    pub client_id: super::headers::ClientId,
-}
 
 pub struct ListenerSet {
     ctx: Arc<ProxyCtx>,
@@ -212,6 +189,8 @@ async fn accept_loop(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    // Bound to one address, every connection's local address is that one: no getsockname each.
+    let bound = sock.local_addr().ok().filter(|a| !a.ip().is_unspecified());
     loop {
         // Over max_connections, stop accepting: new clients wait in the kernel backlog.
         let (limit, stats) = match ctx.table.load().listeners.get(&*name) {
@@ -243,162 +222,23 @@ async fn accept_loop(
         let name = name.clone();
         let open = stats.map(|s| s.open());
         let counted = worker.as_ref().map(Worker::open);
+        // The connection's future holds every protocol path's state (~8 KiB). Boxed here, the
+        // task holds a pointer: tokio's spawn and task harness move their future by value
+        // through several layers, which copied the whole state ~8 times per connection.
+        let conn = boxed(|| conn::serve(stream, peer, bound, name, ctx, shutdown));
         tracker.spawn(async move {
             let _permit = permit;
             let _open = open;
             let _counted = counted;
-            if let Err(e) = serve(stream, peer, name, ctx, shutdown).await {
+            if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection closed");
             }
         });
     }
 }
 
-async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    name: Arc<str>,
-    ctx: Arc<ProxyCtx>,
-    shutdown: CancellationToken,
-) -> Result<(), String> {
-    let local = stream.local_addr().map_err(|e| e.to_string())?;
-    let Some(listener) = ctx.table.load().listeners.get(&*name).cloned() else {
-        return Err("listener removed".into());
-    };
-    let peer_ip = peer.ip().to_canonical();
-    let mut info = ConnInfo {
-        client: peer,
-        peer,
-        local,
-        listener: name,
-        tls: listener.tls.is_some(),
-        client_id: super::headers::ClientId::new(peer),
-    };
-    if listener.proxy_trusted.iter().any(|n| n.contains(&peer_ip)) {
-        let (addrs, stream) = proxy_protocol::accept(stream, listener.proxy_timeout)
-            .await
-            .map_err(|e| format!("PROXY header from {peer}: {e}"))?;
-        if let Some(a) = addrs {
-            info.client = a.source;
-            info.client_id = super::headers::ClientId::new(a.source);
-        }
-        return tls_then_http(stream, info, &listener, ctx, shutdown).await;
-    }
-    tls_then_http(stream, info, &listener, ctx, shutdown).await
-}
-
-async fn tls_then_http<I>(
-    io: I,
-    info: ConnInfo,
-    listener: &super::table::ListenerState,
-    ctx: Arc<ProxyCtx>,
-    shutdown: CancellationToken,
-) -> Result<(), String>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let limits = listener.limits;
-    let http2 = listener.http2;
-    match &listener.tls {
-        None => http(io, info, limits, http2, ctx, shutdown).await,
-        Some(acceptor) => {
-            let tls = match tokio::time::timeout(limits.header_timeout.0, acceptor.accept(io)).await
-            {
-                Ok(Ok(tls)) => {
-                    listener.stats.handshakes.fetch_add(1, Ordering::Relaxed);
-                    tls
-                }
-                Ok(Err(e)) => {
-                    listener.stats.handshake_failed(tls_failure(&e));
-                    return Err(format!("TLS handshake: {e}"));
-                }
-                Err(_) => {
-                    listener.stats.handshake_failed(0);
-                    return Err("TLS handshake timed out".to_string());
-                }
-            };
-            http(tls, info, limits, http2, ctx, shutdown).await
-        }
-    }
-}
-
-/// Index into [`crate::metrics::stats::TLS_FAILURES`] for a failed handshake.
-fn tls_failure(e: &std::io::Error) -> usize {
-    use rustls::Error as E;
-    match e.get_ref().and_then(|inner| inner.downcast_ref::<E>()) {
-        // Our SNI resolver found no certificate (unknown name and no default).
-        Some(E::General(m)) if m.contains("certificate") => 1,
-        Some(E::PeerIncompatible(_) | E::NoApplicationProtocol | E::AlertReceived(_)) => 2,
-        Some(E::InvalidMessage(_) | E::InappropriateMessage { .. })
-        | Some(E::InappropriateHandshakeMessage { .. } | E::DecryptError) => 3,
-        Some(_) => 2,
-        None => 4,
-    }
-}
-
-async fn http<I>(
-    io: I,
-    info: ConnInfo,
-    limits: crate::config::Limits,
-    http2: bool,
-    ctx: Arc<ProxyCtx>,
-    shutdown: CancellationToken,
-) -> Result<(), String>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    // Strict HTTP/1.1 framing in front of both servers (request smuggling); HTTP/2 passes through.
-    let io = HeadGuard::new(io, limits.max_header_bytes);
-    let info = Arc::new(info);
-    // Our own loop serves what it can; the rest of the connection goes to hyper.
-    match h1server::serve(io, info.clone(), limits, &ctx, &shutdown).await? {
-        h1server::Served::Closed => Ok(()),
-        h1server::Served::HandOver(io) => hyper_serve(io, info, limits, http2, ctx, shutdown).await,
-    }
-}
-
-/// hyper's server (HTTP/1.1 with bodies and upgrades, HTTP/2) for the rest of a connection.
-async fn hyper_serve<I>(
-    io: I,
-    info: Arc<ConnInfo>,
-    limits: crate::config::Limits,
-    http2: bool,
-    ctx: Arc<ProxyCtx>,
-    shutdown: CancellationToken,
-) -> Result<(), String>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        handler::handle(ctx.clone(), info.clone(), req.map(ReqBody::Hyper))
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout.0)
-        .max_buf_size(limits.max_header_bytes);
-    // hyper's own limit (100) parses into an uninitialised array; a configured limit makes it
-    // initialise that many slots per request, so it is only given when it differs.
-    if limits.max_headers != HYPER_MAX_HEADERS {
-        builder.http1().max_headers(limits.max_headers);
-    }
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32)
-        .keep_alive_interval(Duration::from_secs(30));
-    if !http2 {
-        builder = builder.http1_only();
-    }
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    result.map_err(|e| e.to_string())
+/// `make()`'s future in a box allocated before it is made, so the optimiser can build it in
+/// place instead of on the stack and then copying it.
+fn boxed<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
 }

@@ -4,6 +4,7 @@
 pub mod balancer;
 pub mod body;
 pub mod clusters;
+pub mod conn;
 pub mod exchange;
 pub mod forward;
 pub mod h1body;

@@ -5,7 +5,7 @@ use crate::support::origin::{Origin, OriginOptions};
 use crate::{origin, raw, read_until_close, start, status_of, text, T};
 use lb_tests::lb::free_local_addr;
 use std::io::Write;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 
 #[test]
 fn proxy_protocol_accepted_from_trusted_peers_only() {
@@ -83,10 +83,13 @@ fn send_proxy_v1_and_v2_carry_the_client_address() {
     })
     .unwrap();
     let (listen, pp_listen) = (free_local_addr(), free_local_addr());
+    // A wildcard listener: its connections' local address is looked up, not the bound one.
+    let any_port = free_local_addr().port();
     let _lb = start(&format!(
         r#"
 listeners:
   - {{name: http, address: "{listen}"}}
+  - {{name: any, address: "0.0.0.0:{any_port}"}}
   - {{name: pp, address: "{pp_listen}", proxy_protocol: {{trusted: [127.0.0.1]}}}}
 routes:
   - {{hosts: [v1.test], cluster: v1}}
@@ -97,8 +100,14 @@ clusters:
 "#,
         o = o.addr()
     ));
-    for host in ["v1.test", "v2.test", "v1.test", "v2.test"] {
-        let mut s = TcpStream::connect_timeout(&listen, T).unwrap();
+    let via_any: SocketAddr = format!("127.0.0.1:{any_port}").parse().unwrap();
+    for (host, to) in [
+        ("v1.test", listen),
+        ("v2.test", listen),
+        ("v1.test", via_any),
+        ("v2.test", via_any),
+    ] {
+        let mut s = TcpStream::connect_timeout(&to, T).unwrap();
         let me = s.local_addr().unwrap();
         s.write_all(
             format!("GET /{host} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -112,6 +121,11 @@ clusters:
             last.proxy_source,
             Some(me),
             "{host}: PROXY source is not this client"
+        );
+        assert_eq!(
+            last.proxy_destination,
+            Some(to),
+            "{host}: PROXY destination is not the address the client connected to"
         );
     }
     assert_eq!(o.connections(), 4, "PROXY connections must not be shared");

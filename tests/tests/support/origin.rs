@@ -46,6 +46,8 @@ pub struct Seen {
     pub body_len: usize,
     /// Source address from the PROXY header, when one was expected.
     pub proxy_source: Option<SocketAddr>,
+    /// Destination address from the PROXY header, when one was expected.
+    pub proxy_destination: Option<SocketAddr>,
     pub client_cert: bool,
 }
 
@@ -202,7 +204,7 @@ async fn accept_loop(
             let _ = stream.set_nodelay(true);
             let (source, stream) = if opts.proxy_protocol {
                 match lb_user::proxy_protocol::accept(stream, Duration::from_secs(5)).await {
-                    Ok((addrs, s)) => (addrs.map(|a| a.source), s),
+                    Ok((addrs, s)) => (addrs.map(|a| (a.source, a.destination)), s),
                     Err(_) => return,
                 }
             } else {
@@ -229,7 +231,7 @@ async fn serve<I>(
     io: I,
     opts: Arc<OriginOptions>,
     shared: Arc<Shared>,
-    source: Option<SocketAddr>,
+    source: Option<(SocketAddr, SocketAddr)>,
     cert: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -250,7 +252,7 @@ async fn respond(
     mut req: Request<Incoming>,
     opts: Arc<OriginOptions>,
     shared: Arc<Shared>,
-    source: Option<SocketAddr>,
+    source: Option<(SocketAddr, SocketAddr)>,
     cert: bool,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
@@ -281,7 +283,8 @@ async fn respond(
             version: version.clone(),
             headers: parts.headers.clone(),
             body_len: bytes.len(),
-            proxy_source: source,
+            proxy_source: source.map(|a| a.0),
+            proxy_destination: source.map(|a| a.1),
             client_cert: cert,
         });
     }
