@@ -17,6 +17,14 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const MAX_TRAILER: usize = 16 * 1024;
+/// Bytes read from the stream at most per read.
+const SCRATCH_LEN: usize = 8192;
+
+thread_local! {
+    /// Where reads land before validation; nothing stays in it between reads, so one per
+    /// thread serves every connection (no 8 KiB buffer per connection).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 const MAX_EXT: u16 = 4 * 1024;
 /// Invalid method byte: hyper replies 400 and closes without calling the service.
 const POISON: &[u8] = b"\x00 / HTTP/1.1\r\n\r\n";
@@ -65,7 +73,6 @@ pub struct HeadGuard<T> {
     out_pos: usize,
     /// Body framing violation, reported once `out` is drained.
     err: Option<&'static str>,
-    scratch: Box<[u8]>,
 }
 
 impl<T> HeadGuard<T> {
@@ -84,7 +91,6 @@ impl<T> HeadGuard<T> {
             out: Vec::new(),
             out_pos: 0,
             err: None,
-            scratch: vec![0; 8192].into_boxed_slice(),
         }
     }
 
@@ -105,24 +111,38 @@ impl<T> HeadGuard<T> {
         .await
     }
 
-    /// One read into the scratch buffer, validated into `out`.
+    /// One read into this thread's scratch buffer, validated into `out`.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>
     where
         T: AsyncRead + Unpin,
     {
-        let mut rb = ReadBuf::new(&mut self.scratch);
-        ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
-        let n = rb.filled().len();
-        if n == 0 {
-            // EOF: hyper gets any unfinished head, and reports it.
-            self.out.extend_from_slice(&self.held);
-            self.held.clear();
-            self.st = St::Failed;
-        }
-        let scratch = std::mem::take(&mut self.scratch);
-        self.feed(scratch.get(..n).unwrap_or_default());
-        self.scratch = scratch;
-        Poll::Ready(Ok(()))
+        SCRATCH.with(|cell| {
+            // Busy only if a guard's stream is itself a guard on this thread: then a local one.
+            let mut local = Vec::new();
+            let mut shared = cell.try_borrow_mut();
+            let scratch = match shared.as_deref_mut() {
+                Ok(v) => v,
+                Err(_) => &mut local,
+            };
+            scratch.clear();
+            scratch.reserve_exact(SCRATCH_LEN);
+            // Read into the spare capacity: nothing is zeroed, and `n` bytes are initialised.
+            let mut rb = ReadBuf::uninit(scratch.spare_capacity_mut());
+            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+            let n = rb.filled().len();
+            // SAFETY: `poll_read` initialised the first `n` bytes of the spare capacity
+            // (ReadBuf's contract: its filled part is initialised and began at its start).
+            unsafe { scratch.set_len(n) };
+            if n == 0 {
+                // EOF: hyper gets any unfinished head, and reports it.
+                self.out.extend_from_slice(&self.held);
+                self.held.clear();
+                self.st = St::Failed;
+            }
+            self.feed(scratch);
+            scratch.clear();
+            Poll::Ready(Ok(()))
+        })
     }
 
     /// Poisons the head (`None`) or fails the body (`Some(why)`); either way the end.
@@ -426,7 +446,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for HeadGuard<T> {
                 St::Failed => return Poll::Ready(Ok(())),
                 St::Passthrough => {
                     // Buffers are no longer needed: free them for long-lived tunnels.
-                    (this.scratch, this.out, this.held) = Default::default();
+                    (this.out, this.held) = Default::default();
                     return Pin::new(&mut this.inner).poll_read(cx, buf);
                 }
                 St::Body(n) | St::Data(n) => {
