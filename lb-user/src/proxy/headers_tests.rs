@@ -106,6 +106,24 @@ fn forwarded_overwrites_untrusted_and_appends_trusted() {
     assert_eq!(mapped["x-forwarded-for"], "10.0.0.1");
 }
 
+/// The client address is written by hand: it must read as `Display` writes it, every octet.
+#[test]
+fn client_ip_text_matches_display() {
+    for o in 0..=255u8 {
+        for ip in [
+            std::net::Ipv4Addr::new(o, 0, 9, 255),
+            std::net::Ipv4Addr::new(10, o, 100, 1),
+            std::net::Ipv4Addr::new(192, 168, o, 99),
+            std::net::Ipv4Addr::new(1, 20, 200, o),
+        ] {
+            let id = ClientId::new(SocketAddr::from((ip, 80)));
+            assert_eq!(id.ip.to_str().unwrap(), ip.to_string());
+        }
+    }
+    let v6 = ClientId::new("[2001:db8::7]:443".parse().unwrap());
+    assert_eq!(v6.ip, "2001:db8::7");
+}
+
 #[test]
 fn request_id_kept_or_generated() {
     let mut h = HeaderMap::new();
