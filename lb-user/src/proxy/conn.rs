@@ -4,6 +4,7 @@
 use super::body::ReqBody;
 use super::h1guard::HeadGuard;
 use super::h1server;
+use super::lazy_tcp::LazyTcp;
 use super::{handler, ProxyCtx};
 use crate::proxy_protocol;
 use hyper::service::service_fn;
@@ -14,7 +15,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 /// hyper's default maximum number of request headers (`http1::Builder::max_headers`).
@@ -37,7 +37,7 @@ pub struct ConnInfo {
 /// Serves one accepted connection until it closes. `bound`: the listener's address when it is
 /// not a wildcard (then it is the connection's local address too).
 pub async fn serve(
-    stream: TcpStream,
+    stream: LazyTcp,
     peer: SocketAddr,
     bound: Option<SocketAddr>,
     name: Arc<str>,

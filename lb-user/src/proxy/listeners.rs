@@ -2,16 +2,20 @@
 //! worker) and stops the rest (open connections finish); accept loops hand connections to conn.
 
 use super::conn;
+use super::lazy_tcp::LazyTcp;
 use super::worker_pool::{self, Pool, Worker};
 use super::workers::Group;
 use super::ProxyCtx;
 use crate::config::Listener;
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::io;
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -189,8 +193,19 @@ async fn accept_loop(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let sock = match unregistered(sock) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(listener = %name, error = %e, "listener could not be polled");
+            return;
+        }
+    };
     // Bound to one address, every connection's local address is that one: no getsockname each.
-    let bound = sock.local_addr().ok().filter(|a| !a.ip().is_unspecified());
+    let bound = sock
+        .get_ref()
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     loop {
         // Over max_connections, stop accepting: new clients wait in the kernel backlog.
         let (limit, stats) = match ctx.table.load().listeners.get(&*name) {
@@ -206,7 +221,7 @@ async fn accept_loop(
         };
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
-            accepted = sock.accept() => match accepted {
+            accepted = accept(&sock) => match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -225,6 +240,7 @@ async fn accept_loop(
         // The connection's future holds every protocol path's state (~8 KiB). Boxed here, the
         // task holds a pointer: tokio's spawn and task harness move their future by value
         // through several layers, which copied the whole state ~8 times per connection.
+        let stream = LazyTcp::new(stream);
         let conn = boxed(|| conn::serve(stream, peer, bound, name, ctx, shutdown));
         tracker.spawn(async move {
             let _permit = permit;
@@ -234,6 +250,24 @@ async fn accept_loop(
                 tracing::debug!(%peer, error = %e, "connection closed");
             }
         });
+    }
+}
+
+/// The listener polled for readiness by tokio but accepted from directly (mio's accept4:
+/// non-blocking, close-on-exec), so accepted sockets start outside the reactor ([`LazyTcp`]).
+fn unregistered(sock: TcpListener) -> io::Result<AsyncFd<mio::net::TcpListener>> {
+    let sock = mio::net::TcpListener::from_std(sock.into_std()?);
+    // SAFETY: the mio listener owns its fd, always reports that one, and keeps it open until
+    // it is dropped with the AsyncFd.
+    Ok(unsafe { AsyncFd::register_with_interest(sock, Interest::READABLE) }?)
+}
+
+async fn accept(sock: &AsyncFd<mio::net::TcpListener>) -> io::Result<(StdTcpStream, SocketAddr)> {
+    loop {
+        let mut ready = sock.readable().await?;
+        if let Ok(accepted) = ready.try_io(|l| l.get_ref().accept()) {
+            return accepted.map(|(s, peer)| (s.into(), peer));
+        }
     }
 }
 

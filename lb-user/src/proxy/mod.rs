@@ -14,6 +14,7 @@ pub mod h1server;
 pub mod h1write;
 pub mod handler;
 pub mod headers;
+pub mod lazy_tcp;
 pub mod listeners;
 pub mod mirror;
 pub mod prepared;
