@@ -91,8 +91,8 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
         }
         let mut per: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
             vec![Default::default(); contenders.len()];
-        for _ in 0..env.reps {
-            for (i, c) in contenders.iter().enumerate() {
+        for rep in 0..env.reps {
+            for (i, c) in super::rotated(&contenders, rep) {
                 let cpu0 = c.process.as_ref().map(|p| cpu_seconds(p.id()));
                 let w = measure(c.addr, sc, env.run)?;
                 if let (Some(p), Some(cpu0)) = (&c.process, cpu0) {
@@ -150,7 +150,8 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
              the origin (nginx, 1 worker), wrk (1 thread, {CONNECTIONS} connections) and the latency probe on CPU 1."
         ),
         format!(
-            "{} alternating repetitions of {:?} per contender and scenario after a 1 s warm-up; medians shown.",
+            "{} alternating repetitions of {:?} per contender and scenario after a 1 s warm-up, each repetition \
+             starting at the next contender (a drifting host favours no one); medians shown.",
             env.reps, env.run
         ),
         "Latency at fixed rates: an open-loop probe on 8 keep-alive connections sends at 25/50/75% of the weakest \
@@ -185,8 +186,8 @@ fn fixed_rate_latency(
         let scenario = format!("fixed rate {pct}% ({rate:.0} req/s), 3 B body");
         eprintln!("bench l7: {scenario}");
         let mut per: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); contenders.len()];
-        for _ in 0..env.reps {
-            for (i, c) in contenders.iter().enumerate() {
+        for rep in 0..env.reps {
+            for (i, c) in super::rotated(contenders, rep) {
                 let mut lat = probe(c.addr, rate, env.run)?;
                 lat.sort_by(|a, b| a.total_cmp(b));
                 per[i].0.push(percentile(&lat, 50.0));
