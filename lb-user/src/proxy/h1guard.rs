@@ -17,6 +17,10 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const MAX_TRAILER: usize = 16 * 1024;
+const MAX_EXT: u16 = 4 * 1024;
+/// Invalid method byte: hyper replies 400 and closes without calling the service.
+const POISON: &[u8] = b"\x00 / HTTP/1.1\r\n\r\n";
+const H2_PREFACE_HEAD: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
 /// Bytes read from the stream at most per read.
 const SCRATCH_LEN: usize = 8192;
 
@@ -25,10 +29,6 @@ thread_local! {
     /// thread serves every connection (no 8 KiB buffer per connection).
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
-const MAX_EXT: u16 = 4 * 1024;
-/// Invalid method byte: hyper replies 400 and closes without calling the service.
-const POISON: &[u8] = b"\x00 / HTTP/1.1\r\n\r\n";
-const H2_PREFACE_HEAD: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
 
 type Verdict<T> = Result<T, &'static str>;
 

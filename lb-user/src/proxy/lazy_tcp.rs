@@ -71,10 +71,18 @@ fn failed() -> io::Error {
     )
 }
 
-/// `Some(result)` unless the socket would block (then the caller registers and polls).
+/// `Some(result)` unless the socket would block or the call was interrupted (then the caller
+/// registers and polls, and tokio's stream retries).
 fn direct<T>(r: io::Result<T>) -> Option<io::Result<T>> {
     match r {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            None
+        }
         r => Some(r),
     }
 }
