@@ -18,7 +18,7 @@ const HAPROXY: &str = "127.0.0.1:19012";
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn run(env: &Env) -> Result<SuiteResult> {
-    let _origin = l7::start_origin(env)?;
+    let _origin = super::origin::start_origin(env)?;
     let sizes: &[usize] = if env.quick {
         &[1_000]
     } else {

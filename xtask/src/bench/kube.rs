@@ -23,7 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 const PROBES: usize = 200;
 
 pub fn run(env: &Env) -> Result<SuiteResult> {
-    let _origin = l7::start_origin(env)?;
+    let _origin = super::origin::start_origin(env)?;
     let n = if env.quick { 1_000 } else { 10_000 };
     let changes = if env.quick { 20 } else { PROBES };
     let scenario = format!("{n} Ingresses x 3 endpoints");

@@ -191,12 +191,7 @@ impl Table {
         };
         for lb in LBS {
             for peer in PEERS {
-                let ratios: Vec<f64> = v[lb]
-                    .iter()
-                    .zip(&v[peer])
-                    .filter(|(_, p)| **p > 0.0)
-                    .map(|(a, p)| a / p)
-                    .collect();
+                let ratios = super::paired(&v[lb], &v[peer]);
                 let m = format!("paired ratio vs {}: {metric}", KINDS[peer].name());
                 result.push(scenario, KINDS[lb].name(), &m, "×", higher, ratios);
             }

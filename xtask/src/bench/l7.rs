@@ -2,9 +2,10 @@
 //! to one nginx origin (CPU 1), plus a direct client->origin reference: throughput, CPU per
 //! request, memory, and latency at fixed rates (open-loop probe, measured from the scheduled send).
 
+use super::origin::{nginx_common, start_nginx, start_origin};
 use super::proc::{cpu_seconds, rss_kib, spawn_pinned, wait_http};
 use super::wrk::{self, Load, Wrk};
-use super::{haproxy_head, live_config, median, portable, save_config, Env, SuiteResult};
+use super::{haproxy_head, live_config, median, paired, paired_order, Env, SuiteResult};
 use anyhow::{bail, Context, Result};
 use lb_tests::http::KeepAliveClient;
 use lb_tests::process::ChildGuard;
@@ -49,6 +50,13 @@ pub(super) const SCENARIOS: [Scenario; 4] = [
     },
 ];
 
+/// Places in the contender list: lb and HAProxy run back to back (see [`paired_order`]).
+const LB: usize = 1;
+const HAPROXY: usize = 2;
+const NGINX: usize = 4;
+/// The peers lb's paired ratios are taken against.
+const PEERS: [usize; 2] = [HAPROXY, NGINX];
+
 struct Contender {
     name: &'static str,
     addr: SocketAddr,
@@ -67,8 +75,8 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
             process: None,
         },
         start_lb(env, false)?,
-        start_lb(env, true)?,
         start_haproxy(env)?,
+        start_lb(env, true)?,
         Contender {
             name: "nginx",
             addr: "127.0.0.1:19003".parse()?,
@@ -84,6 +92,12 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
         &SCENARIOS
     };
     let mut max_rate = f64::INFINITY;
+    // Two passes of the rotation: lb and HAProxy each run first in half the repetitions.
+    let reps = if env.quick {
+        env.reps
+    } else {
+        2 * contenders.len()
+    };
     for sc in scenarios {
         eprintln!("bench l7: {}", sc.name);
         for c in &contenders {
@@ -91,8 +105,9 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
         }
         let mut per: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
             vec![Default::default(); contenders.len()];
-        for rep in 0..env.reps {
-            for (i, c) in super::rotated(&contenders, rep) {
+        for rep in 0..reps {
+            for i in paired_order(contenders.len(), rep, (LB, HAPROXY)) {
+                let c = &contenders[i];
                 let cpu0 = c.process.as_ref().map(|p| cpu_seconds(p.id()));
                 let w = measure(c.addr, sc, env.run)?;
                 if let (Some(p), Some(cpu0)) = (&c.process, cpu0) {
@@ -104,7 +119,7 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
                 per[i].2.push(w.p99_ms);
             }
         }
-        for (c, (rate, per_cpu, p99)) in contenders.iter().zip(per) {
+        for (c, (rate, per_cpu, p99)) in contenders.iter().zip(per.iter().cloned()) {
             if sc.path == "/small" && !sc.new_connection && c.process.is_some() {
                 max_rate = max_rate.min(median(&rate));
             }
@@ -128,6 +143,7 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
                 p99,
             );
         }
+        push_paired(&mut result, sc.name, &contenders, &per);
     }
     for c in contenders.iter().filter(|c| c.process.is_some()) {
         let kib = c.process.as_ref().map(|p| rss_kib(p.id())).unwrap_or(0);
@@ -150,9 +166,12 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
              the origin (nginx, 1 worker), wrk (1 thread, {CONNECTIONS} connections) and the latency probe on CPU 1."
         ),
         format!(
-            "{} alternating repetitions of {:?} per contender and scenario after a 1 s warm-up, each repetition \
-             starting at the next contender (a drifting host favours no one); medians shown.",
-            env.reps, env.run
+            "{reps} repetitions of {:?} per contender and saturated scenario after a 1 s warm-up, each repetition \
+             starting at the next contender (a drifting host favours no one); lb and HAProxy run back to back, each \
+             first in half the repetitions; medians shown. `paired ratio vs X` rows: per repetition, lb's value over \
+             X's value in that repetition, median over repetitions (trust these over ratios of medians). \
+             Fixed-rate latency: {} repetitions.",
+            env.run, env.reps
         ),
         "Latency at fixed rates: an open-loop probe on 8 keep-alive connections sends at 25/50/75% of the weakest \
          proxy's saturated throughput and times each request from its scheduled send (no coordinated omission)."
@@ -169,6 +188,32 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
         "Configs of every contender: bench/results/configs/.".into(),
     ];
     Ok(result)
+}
+
+/// Rows `paired ratio vs PEER: METRIC` on lb and lb+defaults: per repetition, their value over
+/// the peer's in the same repetition, median over repetitions (robust to a drifting host).
+fn push_paired(
+    result: &mut SuiteResult,
+    scenario: &str,
+    contenders: &[Contender],
+    per: &[(Vec<f64>, Vec<f64>, Vec<f64>)],
+) {
+    let lbs = contenders
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.name.starts_with("lb"));
+    for (i, lb) in lbs {
+        for peer in PEERS {
+            let name = contenders[peer].name;
+            for (metric, a, b) in [
+                ("throughput", &per[i].0, &per[peer].0),
+                ("requests per proxy CPU-second", &per[i].1, &per[peer].1),
+            ] {
+                let m = format!("paired ratio vs {name}: {metric}");
+                result.push(scenario, lb.name, &m, "×", true, paired(a, b));
+            }
+        }
+    }
 }
 
 fn fixed_rate_latency(
@@ -274,48 +319,6 @@ pub(super) fn probe(addr: SocketAddr, rate: f64, dur: Duration) -> Result<Vec<f6
         }
         Ok(all)
     })
-}
-
-/// The nginx origin on CPU 1 serving /small (3 B), /1k and /100k; ready when it returns.
-pub(super) fn start_origin(env: &Env) -> Result<ChildGuard> {
-    let www = env.scratch.join("www");
-    std::fs::create_dir_all(&www)?;
-    std::fs::write(www.join("1k"), vec![b'x'; 1024])?;
-    std::fs::write(www.join("100k"), vec![b'x'; 100 * 1024])?;
-    let origin = start_nginx(env, "origin", 1, &origin_conf(env, &www))?;
-    wait_http(ORIGIN.parse()?, HOST, "/small", Duration::from_secs(10))?;
-    Ok(origin)
-}
-
-pub(super) fn start_nginx(env: &Env, name: &str, cpu: usize, conf: &str) -> Result<ChildGuard> {
-    let path = save_config(env, &format!("{name}.conf"), &portable(conf, &env.scratch))?;
-    let live = env.scratch.join(format!("{name}.conf"));
-    std::fs::write(&live, conf)?;
-    let live_s = live.display().to_string();
-    spawn_pinned(
-        cpu,
-        Path::new("/usr/sbin/nginx"),
-        &["-c", &live_s, "-g", "daemon off;"],
-        &env.scratch.join(format!("{name}.log")),
-    )
-    .with_context(|| format!("nginx with {}", path.display()))
-}
-
-fn nginx_common(env: &Env, name: &str) -> String {
-    let s = env.scratch.display();
-    format!(
-        "worker_processes 1;\nerror_log {s}/{name}-error.log warn;\npid {s}/{name}.pid;\nevents {{ worker_connections 4096; }}\n"
-    ) + &format!(
-        "http {{\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path {s}/{name}-body;\n  proxy_temp_path {s}/{name}-proxy;\n  fastcgi_temp_path {s}/{name}-fcgi;\n  uwsgi_temp_path {s}/{name}-uwsgi;\n  scgi_temp_path {s}/{name}-scgi;\n"
-    )
-}
-
-fn origin_conf(env: &Env, www: &Path) -> String {
-    nginx_common(env, "origin")
-        + &format!(
-            "  server {{\n    listen {ORIGIN};\n    listen {ORIGIN_2};\n    root {};\n    location = /small {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n",
-            www.display()
-        )
 }
 
 fn nginx_proxy_conf(env: &Env) -> String {

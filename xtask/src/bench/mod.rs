@@ -8,6 +8,8 @@ mod l4_load;
 mod l4_peers;
 mod l4_world;
 mod l7;
+mod origin;
+mod pairing;
 mod pgo;
 mod proc;
 mod reload;
@@ -19,6 +21,8 @@ mod scrape;
 mod scraper;
 mod wrk;
 mod xdp;
+
+pub use pairing::{paired, paired_order, rotated};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -129,17 +133,6 @@ pub fn median(v: &[f64]) -> f64 {
     } else {
         (s[n / 2 - 1] + s[n / 2]) / 2.0
     }
-}
-
-/// Items with their indices, starting at a different one each repetition: on a host
-/// whose load drifts during a case, a fixed order would favour whoever runs at the better end
-/// (each item takes each position once in `items.len()` repetitions).
-pub fn rotated<T>(items: &[T], rep: usize) -> impl Iterator<Item = (usize, &T)> {
-    let n = items.len().max(1);
-    (0..items.len()).filter_map(move |k| {
-        let i = (k + rep) % n;
-        items.get(i).map(|c| (i, c))
-    })
 }
 
 /// `cargo xtask build-release`: the PGO release build on its own (deploy/Dockerfile).
@@ -329,24 +322,4 @@ pub fn save_config(env: &Env, name: &str, text: &str) -> Result<PathBuf> {
 /// Replaces the scratch directory path in a config so the saved copy is machine-independent.
 pub fn portable(text: &str, scratch: &Path) -> String {
     text.replace(&scratch.display().to_string(), "$SCRATCH")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rotation_puts_every_item_in_every_position_once() {
-        let items = ["direct", "lb", "haproxy", "nginx"];
-        let mut seen = [[0; 4]; 4];
-        for rep in 0..4 {
-            let order: Vec<usize> = super::rotated(&items, rep).map(|(i, _)| i).collect();
-            let mut sorted = order.clone();
-            sorted.sort();
-            assert_eq!(sorted, [0, 1, 2, 3], "rep {rep} runs each item once");
-            for (pos, i) in order.into_iter().enumerate() {
-                seen[i][pos] += 1;
-            }
-        }
-        assert!(seen.iter().flatten().all(|&n| n == 1), "{seen:?}");
-        assert_eq!(super::rotated::<u8>(&[], 3).count(), 0);
-    }
 }

@@ -6,7 +6,8 @@
 //! request path out together and keep error paths out of it. rustc's `-Cprofile-generate`
 //! and `-Cprofile-use`, merged with the `llvm-profdata` of rustc's own LLVM major.
 
-use super::l7::{start_origin, HOST, ORIGIN};
+use super::l7::{HOST, ORIGIN};
+use super::origin::start_origin;
 use super::proc::{spawn_pinned, wait_http};
 use super::wrk::{self, Load};
 use super::Env;

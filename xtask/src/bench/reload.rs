@@ -20,7 +20,7 @@ const HAPROXY: &str = "127.0.0.1:19032";
 const CHANGES_PER_SEC: u32 = 100;
 
 pub fn run(env: &Env) -> Result<SuiteResult> {
-    let _origin = l7::start_origin(env)?;
+    let _origin = super::origin::start_origin(env)?;
     let mut result = SuiteResult::new("reload");
     let scenario = format!("{CHANGES_PER_SEC} config changes/s under keep-alive load");
     save_config(env, "reload-lb.yaml", &lb_config(0))?;

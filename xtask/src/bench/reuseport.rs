@@ -22,7 +22,7 @@ struct Contender {
 
 pub fn run(env: &Env) -> Result<SuiteResult> {
     let mut result = SuiteResult::new("reuseport");
-    let _origin = l7::start_origin(env)?;
+    let _origin = super::origin::start_origin(env)?;
     let contenders = [
         start_lb(env, "lb", "127.0.0.1:19051", 1)?,
         start_lb(env, "lb+reuseport", "127.0.0.1:19052", 2)?,
@@ -85,12 +85,7 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
                 ("throughput", &rate, true),
                 ("p99 latency at saturation", &p99, false),
             ] {
-                let ratios: Vec<f64> = values[a]
-                    .iter()
-                    .zip(&values[b])
-                    .filter(|(_, y)| **y > 0.0)
-                    .map(|(x, y)| x / y)
-                    .collect();
+                let ratios = super::paired(&values[a], &values[b]);
                 let m = format!("paired ratio to {to}: {metric}");
                 result.push(sc.name, contenders[a].name, &m, "×", higher, ratios);
             }

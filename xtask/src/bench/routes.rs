@@ -18,7 +18,7 @@ const HAPROXY: &str = "127.0.0.1:19022";
 const CLUSTERS: usize = 10;
 
 pub fn run(env: &Env) -> Result<SuiteResult> {
-    let _origin = l7::start_origin(env)?;
+    let _origin = super::origin::start_origin(env)?;
     let sizes: &[usize] = if env.quick {
         &[10]
     } else {

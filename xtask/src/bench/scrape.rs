@@ -30,7 +30,7 @@ struct Proxy {
 
 pub fn run(env: &Env) -> Result<SuiteResult> {
     let mut result = SuiteResult::new("scrape");
-    let _origin = l7::start_origin(env)?;
+    let _origin = super::origin::start_origin(env)?;
     let proxies = [start_lb(env)?, start_haproxy(env)?];
     for p in &proxies {
         wait_http(p.addr, HOST, "/small", Duration::from_secs(60)).with_context(|| p.name)?;
@@ -212,12 +212,7 @@ fn paired(
 ) {
     for proxy in 0..2 {
         let (without, with) = (&values[2 * proxy], &values[2 * proxy + 1]);
-        let ratios: Vec<f64> = with
-            .iter()
-            .zip(without)
-            .filter(|(_, b)| **b > 0.0)
-            .map(|(a, b)| a / b)
-            .collect();
+        let ratios = super::paired(with, without);
         result.push(
             scenario,
             &label((proxy, true)),
