@@ -50,12 +50,8 @@ pub(super) const SCENARIOS: [Scenario; 4] = [
     },
 ];
 
-/// Places in the contender list: lb and HAProxy run back to back (see [`paired_order`]).
-const LB: usize = 1;
-const HAPROXY: usize = 2;
-const NGINX: usize = 4;
 /// The peers lb's paired ratios are taken against.
-const PEERS: [usize; 2] = [HAPROXY, NGINX];
+const PEERS: [&str; 2] = ["haproxy", "nginx"];
 
 struct Contender {
     name: &'static str,
@@ -91,6 +87,14 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
     } else {
         &SCENARIOS
     };
+    // lb and HAProxy are listed next to each other, so they run back to back (paired_order).
+    let place = |name: &str| {
+        contenders
+            .iter()
+            .position(|c| c.name == name)
+            .with_context(|| format!("no contender {name}"))
+    };
+    let pair = (place("lb")?, place("haproxy")?);
     let mut max_rate = f64::INFINITY;
     // Two passes of the rotation: lb and HAProxy each run first in half the repetitions.
     let reps = if env.quick {
@@ -106,7 +110,7 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
         let mut per: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
             vec![Default::default(); contenders.len()];
         for rep in 0..reps {
-            for i in paired_order(contenders.len(), rep, (LB, HAPROXY)) {
+            for i in paired_order(contenders.len(), rep, pair) {
                 let c = &contenders[i];
                 let cpu0 = c.process.as_ref().map(|p| cpu_seconds(p.id()));
                 let w = measure(c.addr, sc, env.run)?;
@@ -167,7 +171,7 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
         ),
         format!(
             "{reps} repetitions of {:?} per contender and saturated scenario after a 1 s warm-up, each repetition \
-             starting at the next contender (a drifting host favours no one); lb and HAProxy run back to back, each \
+             starting at the next contender (a drifting host favours no one); lb and HAProxy run back to back (except at the rotation's wrap), each \
              first in half the repetitions; medians shown. `paired ratio vs X` rows: per repetition, lb's value over \
              X's value in that repetition, median over repetitions (trust these over ratios of medians). \
              Fixed-rate latency: {} repetitions.",
@@ -198,13 +202,13 @@ fn push_paired(
     contenders: &[Contender],
     per: &[(Vec<f64>, Vec<f64>, Vec<f64>)],
 ) {
+    let place = |name: &str| contenders.iter().position(|c| c.name == name);
     let lbs = contenders
         .iter()
         .enumerate()
         .filter(|(_, c)| c.name.starts_with("lb"));
     for (i, lb) in lbs {
-        for peer in PEERS {
-            let name = contenders[peer].name;
+        for (peer, name) in PEERS.iter().filter_map(|p| Some((place(p)?, *p))) {
             for (metric, a, b) in [
                 ("throughput", &per[i].0, &per[peer].0),
                 ("requests per proxy CPU-second", &per[i].1, &per[peer].1),
