@@ -87,8 +87,9 @@ const PLOTTED: [&str; 6] = [
 const METHOD: &str = "## Method (enforced by the harness)\n\n\
 - Same origin for every contender (nginx, one worker, CPU 1); each contender pinned to CPU 0 with one worker \
   (lb `--workers 1`, HAProxy `nbthread 1`, nginx `worker_processes 1`); load generator and probe on CPU 1.\n\
-- A warm-up before measuring; repetitions alternate contenders (A B C A B C ...); medians reported with the ratio \
-  of `lb` to each peer measured in the same run.\n\
+- A warm-up before measuring; repetitions alternate contenders (A B C A B C ...), each starting at the next one; \
+  medians reported with the ratio of `lb` to each peer measured in the same run, and where a suite says \
+  `paired ratio`, the median over repetitions of lb's value over the peer's in that same repetition.\n\
 - A direct client->origin run is the reference for added latency.\n\
 - Latency is measured at fixed rates (25/50/75% of the weakest proxy's saturated throughput), not at saturation.\n\
 - Every contender's exact config is saved in `bench/results/configs/`.\n\n";
