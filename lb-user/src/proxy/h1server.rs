@@ -66,7 +66,6 @@ where
 {
     let mut buf = BytesMut::with_capacity(8192);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
-    let mut offsets: Vec<[u32; 4]> = Vec::new();
     let timeout = limits.header_timeout.0;
     // One timer per connection: the deadline moves with each request, the timer only when it
     // fires early (so keep-alive traffic does not re-register it per request).
@@ -78,7 +77,7 @@ where
     loop {
         // Read until a complete head (or a verdict).
         let head = loop {
-            match parse(&mut buf, &limits, &mut offsets) {
+            match parse(&mut buf, &limits) {
                 Parsed::Serve(h) => break h,
                 Parsed::HandOver => return Ok(Served::HandOver(Prefixed::new(buf.freeze(), io))),
                 Parsed::Reject(status) => {
@@ -142,7 +141,7 @@ where
 }
 
 /// Parses one request head from the front of `buf`.
-fn parse(buf: &mut BytesMut, limits: &Limits, offsets: &mut Vec<[u32; 4]>) -> Parsed {
+fn parse(buf: &mut BytesMut, limits: &Limits) -> Parsed {
     if buf.is_empty() {
         return Parsed::Partial;
     }
@@ -160,6 +159,16 @@ fn parse(buf: &mut BytesMut, limits: &Limits, offsets: &mut Vec<[u32; 4]>) -> Pa
     } else {
         heap = vec![MaybeUninit::uninit(); limits.max_headers];
         &mut heap[..]
+    };
+    // Where each name and value sits in the head (the parsed slices borrow `buf`, which is
+    // split before the request is built): on the stack like the slots.
+    let mut stack_offsets = [[0u32; 4]; STACK_HEADERS];
+    let mut heap_offsets;
+    let offsets: &mut [[u32; 4]] = if slots.len() <= STACK_HEADERS {
+        &mut stack_offsets[..]
+    } else {
+        heap_offsets = vec![[0u32; 4]; slots.len()];
+        &mut heap_offsets[..]
     };
     let mut r = httparse::Request::new(&mut []);
     let base = buf.as_ptr() as usize;
@@ -187,8 +196,8 @@ fn parse(buf: &mut BytesMut, limits: &Limits, offsets: &mut Vec<[u32; 4]>) -> Pa
     let off = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
     let path = [off(path.as_bytes()), path.len() as u32];
     let (mut saw_close, mut saw_keep_alive) = (false, false);
-    offsets.clear();
-    for h in r.headers.iter() {
+    let count = r.headers.len();
+    for (h, o) in r.headers.iter().zip(offsets.iter_mut()) {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"upgrade")
@@ -211,16 +220,16 @@ fn parse(buf: &mut BytesMut, limits: &Limits, offsets: &mut Vec<[u32; 4]>) -> Pa
                 }
             }
         }
-        offsets.push([
+        *o = [
             off(name),
             name.len() as u32,
             off(h.value),
             h.value.len() as u32,
-        ]);
+        ];
     }
     let close = saw_close || (minor == 0 && !saw_keep_alive);
     let head = buf.split_to(n).freeze();
-    match build(&head, method, path, minor, offsets) {
+    match build(&head, method, path, minor, &offsets[..count]) {
         Some(req) => Parsed::Serve(Box::new(Head {
             head_method: req.method() == Method::HEAD,
             req,

@@ -6,8 +6,7 @@ fn limits() -> Limits {
 
 fn parse_str(s: &str) -> (Parsed, BytesMut) {
     let mut buf = BytesMut::from(s.as_bytes());
-    let mut offs = Vec::new();
-    (parse(&mut buf, &limits(), &mut offs), buf)
+    (parse(&mut buf, &limits()), buf)
 }
 
 fn served(s: &str) -> (Head, BytesMut) {
@@ -45,20 +44,16 @@ fn pipelined_requests_are_parsed_one_at_a_time() {
     let mut buf = BytesMut::from(
         &b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nHEAD /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HT"[..],
     );
-    let mut offs = Vec::new();
-    let Parsed::Serve(first) = parse(&mut buf, &limits(), &mut offs) else {
+    let Parsed::Serve(first) = parse(&mut buf, &limits()) else {
         panic!("first")
     };
     assert_eq!(first.req.uri(), "/1");
-    let Parsed::Serve(second) = parse(&mut buf, &limits(), &mut offs) else {
+    let Parsed::Serve(second) = parse(&mut buf, &limits()) else {
         panic!("second")
     };
     assert_eq!(second.req.uri(), "/2");
     assert!(second.head_method);
-    assert!(matches!(
-        parse(&mut buf, &limits(), &mut offs),
-        Parsed::Partial
-    ));
+    assert!(matches!(parse(&mut buf, &limits()), Parsed::Partial));
     assert_eq!(&buf[..], b"GET /3 HT");
 }
 
@@ -138,7 +133,7 @@ fn a_header_limit_above_the_stack_array_is_honoured() {
         .map(|i| format!("X-{i}: v\r\n"))
         .collect();
     let mut buf = BytesMut::from(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes());
-    let p = parse(&mut buf, &lim, &mut Vec::new());
+    let p = parse(&mut buf, &lim);
     assert!(matches!(p, Parsed::Serve(_)), "{}", name(&p));
 }
 

@@ -28,7 +28,9 @@ pub struct Table {
     pub routes: Arc<Vec<RouteState>>,
     /// Each shared with the previous table while its config, weights and TLS are unchanged.
     pub clusters: Vec<Arc<ClusterState>>,
-    pub listeners: HashMap<String, Arc<ListenerState>>,
+    /// Looked up per connection and per request: hashed with foldhash, not SipHash (a few
+    /// names chosen by the operator, nothing to defend against).
+    pub listeners: HashMap<String, Arc<ListenerState>, foldhash::fast::RandomState>,
     pub log: Arc<AccessLog>,
     pub metrics: Arc<Metrics>,
     /// W3C trace context and OTLP export (kept across reloads while its config is unchanged).
