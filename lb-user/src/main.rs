@@ -198,6 +198,12 @@ fn main() -> ExitCode {
                 }
                 None => tokio::runtime::Builder::new_multi_thread(),
             };
+            // Every thread that runs connections stashes its 2-16 KiB blocks (alloc.rs): this
+            // one (the current-thread runtime) and the runtime's threads, which free theirs
+            // when they end (the blocking pool's come and go).
+            lb_user::alloc::cache_this_thread();
+            rt.on_thread_start(lb_user::alloc::cache_this_thread)
+                .on_thread_stop(lb_user::alloc::release_thread_cache);
             let rt = match rt.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -40,7 +40,12 @@ impl Pool {
             let stop = self.stop.clone();
             let join = std::thread::Builder::new()
                 .name(format!("lb-worker-{i}"))
-                .spawn(move || rt.block_on(stop.cancelled()))?;
+                .spawn(move || {
+                    crate::alloc::cache_this_thread();
+                    rt.block_on(stop.cancelled());
+                    drop(rt);
+                    crate::alloc::release_thread_cache();
+                })?;
             self.threads.push((handle, join));
         }
         Ok(self.threads[k].0.clone())
