@@ -1,6 +1,6 @@
 //! The process allocator: mimalloc, called through its plain API whenever the layout's
 //! alignment is one every mimalloc block already has, with a per-thread stash of 2-16 KiB
-//! blocks on the L7 worker threads.
+//! blocks on the threads that turn it on (those that run connections).
 //!
 //! Why not `mimalloc::MiMalloc`: it sends every allocation to `mi_malloc_aligned`, and
 //! mimalloc v3 takes its over-allocating aligned path for any block over 1 KiB whose size
@@ -72,8 +72,8 @@ unsafe impl GlobalAlloc for Mimalloc {
     }
 }
 
-/// Turns the stash on for the calling thread (an L7 worker; other threads never stash, so a
-/// thread that ends without [`release_thread_cache`] holds nothing).
+/// Turns the stash on for the calling thread (one that runs connections; other threads never
+/// stash, so a thread that ends without [`release_thread_cache`] holds nothing).
 pub fn cache_this_thread() {
     stash::set(true);
 }
@@ -98,7 +98,7 @@ mod stash {
 
     extern "C" {
         // In the mimalloc library libmimalloc-sys links (its `extended` feature declares it).
-        fn mi_usable_size(p: *const c_void) -> usize;
+        pub(super) fn mi_usable_size(p: *const c_void) -> usize;
     }
 
     struct Stash {
@@ -181,13 +181,13 @@ mod stash {
 
     /// Turns the stash on or off; off frees what it holds.
     pub(super) fn set(on: bool) {
+        with(|s| s.on = on);
+        if on {
+            return;
+        }
         let mut held: [*mut u8; DEPTH] = [null_mut(); DEPTH];
         for k in MIN_KIB..=MAX_KIB {
             let n = with(|s| {
-                s.on = on;
-                if on {
-                    return 0;
-                }
                 let n = s.len[k];
                 held[..n].copy_from_slice(&s.blocks[k][..n]);
                 s.bytes -= bytes(k) * n;
@@ -204,6 +204,7 @@ mod stash {
 
 #[cfg(test)]
 mod tests {
+    use super::stash::mi_usable_size;
     use super::*;
 
     /// Every alignment from 1 to 4 KiB, sizes around mimalloc's class edges: the block is
@@ -303,9 +304,5 @@ mod tests {
             let (len, bytes) = stash::held();
             assert_eq!((len, bytes), (0, 0));
         }
-    }
-
-    extern "C" {
-        fn mi_usable_size(p: *const c_void) -> usize;
     }
 }
