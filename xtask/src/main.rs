@@ -41,7 +41,8 @@ enum Cmd {
     /// Build everything, run the balancer in network namespaces with real traffic, print a report.
     Demo,
     /// The release `lb` (target/release/lb) with profile-guided optimisation: an instrumented
-    /// build serves a training load (nginx origin, wrk; root, 2 CPUs), then the optimised build.
+    /// build serves a training load (nginx origin, wrk; root, 2 CPUs), then the optimised build,
+    /// whose code layout BOLT then rewrites from a second training run.
     BuildRelease,
     /// Benchmarks against HAProxy and nginx in the same run; writes BENCHMARKS.md and plots.
     Bench {

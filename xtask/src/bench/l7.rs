@@ -186,8 +186,9 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
          X-Forwarded-Proto, X-Forwarded-Host and Forwarded, generates X-Request-Id and starts a W3C trace \
          (traceparent) per request; its column against lb is the price of those."
             .into(),
-        "lb is the release build with profile-guided optimisation (`cargo xtask build-release`, as \
-         deploy/Dockerfile builds it); its training load is described in xtask/src/bench/pgo.rs."
+        "lb is the release build with profile-guided optimisation and a BOLT-rewritten layout \
+         (`cargo xtask build-release`, as deploy/Dockerfile builds it); its training load is described \
+         in xtask/src/bench/pgo.rs."
             .into(),
         "Configs of every contender: bench/results/configs/.".into(),
     ];

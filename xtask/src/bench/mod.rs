@@ -1,6 +1,7 @@
 //! `cargo xtask bench [SUITE...] [--quick]`: fair, same-run comparisons of `lb` against its peers
 //! (HAProxy 2.6, nginx) on one machine; writes bench/results/*.json, plots and BENCHMARKS.md.
 
+mod bolt;
 mod control;
 mod kube;
 mod l4;
@@ -228,7 +229,7 @@ pub fn run(suites: &[String], quick: bool) -> Result<()> {
                 .args(["build", "-q", "-p", "lb-user", "--bin", "lb"]),
         )?;
     } else {
-        // What an operator deploys (deploy/Dockerfile builds the same way): release, PGO.
+        // What an operator deploys (deploy/Dockerfile builds the same way): release, PGO, BOLT.
         env.lb = pgo::build(&env, &cargo)?;
     }
     // The harness itself (probe, load generator) lives on CPU 1; contenders pin themselves.

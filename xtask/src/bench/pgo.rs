@@ -4,7 +4,8 @@
 //! Why: lb runs fewer instructions per request than HAProxy but more of them miss the
 //! instruction cache (callgrind's cache model, BENCHMARKS.md); the profile lets LLVM lay the hot
 //! request path out together and keep error paths out of it. rustc's `-Cprofile-generate`
-//! and `-Cprofile-use`, merged with the `llvm-profdata` of rustc's own LLVM major.
+//! and `-Cprofile-use`, merged with the `llvm-profdata` of rustc's own LLVM major; then BOLT
+//! (bolt.rs) reorders the optimised binary's code across functions.
 
 use super::l7::{HOST, ORIGIN};
 use super::origin::start_origin;
@@ -39,7 +40,7 @@ fn configs() -> [String; 2] {
     ]
 }
 
-/// Builds the PGO release binary and returns its path (the normal `target/release/lb`).
+/// Builds the PGO + BOLT release binary and returns its path (the normal `target/release/lb`).
 pub fn build(env: &Env, cargo: &str) -> Result<PathBuf> {
     if nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)?.unwrap_or(1) < 2 {
         bail!("the PGO training pins lb to CPU 0 and its origin and load to CPU 1: it needs 2 CPUs (`cargo build --release -p lb-user` builds without PGO)");
@@ -59,16 +60,23 @@ pub fn build(env: &Env, cargo: &str) -> Result<PathBuf> {
     )?;
     eprintln!("bench: PGO 2/3: training load");
     train(env, &gen_dir.join("release").join("lb"))?;
-    let profdata = merge(env, &raw)?;
+    let major = super::bolt::llvm_major()?;
+    let profdata = merge(env, &raw, &major)?;
     eprintln!("bench: PGO 3/3: release build with the profile");
+    // Relocations kept in the binary let BOLT move whole functions (bolt.rs).
     cargo_build(
         cargo,
         &root,
         &crate::target_dir(),
-        &format!("-Cprofile-use={}", profdata.display()),
+        &format!(
+            "-Cprofile-use={} -Clink-arg=-Wl,--emit-relocs",
+            profdata.display()
+        ),
         &env.object,
     )?;
-    Ok(crate::target_dir().join("release").join("lb"))
+    let lb = crate::target_dir().join("release").join("lb");
+    super::bolt::optimise(env, &lb, &major)?;
+    Ok(lb)
 }
 
 fn cargo_build(cargo: &str, root: &Path, target: &Path, flags: &str, object: &Path) -> Result<()> {
@@ -86,7 +94,7 @@ fn cargo_build(cargo: &str, root: &Path, target: &Path, flags: &str, object: &Pa
 
 /// Runs the instrumented lb under each training config and load; it writes its profile when
 /// it exits on SIGTERM.
-fn train(env: &Env, lb: &Path) -> Result<()> {
+pub(super) fn train(env: &Env, lb: &Path) -> Result<()> {
     let _origin = start_origin(env)?;
     let addr = TRAIN_ADDR.parse()?;
     for (i, conf) in configs().iter().enumerate() {
@@ -135,27 +143,8 @@ fn train(env: &Env, lb: &Path) -> Result<()> {
 }
 
 /// Merges the raw profiles with the llvm-profdata of rustc's LLVM major.
-fn merge(env: &Env, raw: &Path) -> Result<PathBuf> {
-    let out = Command::new("rustc")
-        .arg("-vV")
-        .output()
-        .context("rustc -vV")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let major = text
-        .lines()
-        .find_map(|l| l.strip_prefix("LLVM version: "))
-        .and_then(|v| v.split('.').next())
-        .context("rustc -vV names no LLVM version")?
-        .to_string();
-    let tool = PathBuf::from(format!("/usr/lib/llvm-{major}/bin/llvm-profdata"));
-    if !tool.is_file() {
-        crate::run_cmd(
-            Command::new("apt-get")
-                .args(["install", "-y", "-qq", "--no-install-recommends"])
-                .arg(format!("llvm-{major}"))
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )?;
-    }
+fn merge(env: &Env, raw: &Path, major: &str) -> Result<PathBuf> {
+    let tool = super::bolt::llvm_tool(major, "llvm-profdata", "llvm")?;
     // Named by content, so a new profile changes RUSTFLAGS and cargo rebuilds with it.
     let merged = env.scratch.join("pgo-merged.profdata");
     crate::run_cmd(
