@@ -1,6 +1,7 @@
 //! One accepted connection: the PROXY header from trusted peers, TLS, then our HTTP/1.1 loop
 //! (h1server) with hyper taking over for bodies, upgrades and HTTP/2.
 
+use super::acks::AckNow;
 use super::body::ReqBody;
 use super::h1guard::HeadGuard;
 use super::h1server;
@@ -82,7 +83,7 @@ async fn tls_then_http<I>(
     shutdown: CancellationToken,
 ) -> Result<(), String>
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static + AckNow,
 {
     let limits = listener.limits;
     let http2 = listener.http2;
@@ -133,7 +134,7 @@ async fn http<I>(
     shutdown: CancellationToken,
 ) -> Result<(), String>
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static + AckNow,
 {
     // Strict HTTP/1.1 framing in front of both servers (request smuggling); HTTP/2 passes through.
     let io = HeadGuard::new(io, limits.max_header_bytes);

@@ -76,6 +76,16 @@ pub struct HeadGuard<T> {
 }
 
 impl<T> HeadGuard<T> {
+    /// The guarded stream.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// Part of a head (or trailer section) is read and held back until its end arrives.
+    pub fn holds_partial(&self) -> bool {
+        !self.held.is_empty()
+    }
+
     /// `max_head`: the listener's max header bytes, also given to hyper's http1 `max_buf_size`.
     /// Usage: `TokioIo::new(HeadGuard::new(stream, max_header_bytes))`.
     pub fn new(inner: T, max_head: usize) -> Self {

@@ -5,6 +5,7 @@
 //! loop reuses one buffer, one timer and one output buffer per connection (BENCHMARKS.md has
 //! the measurement). The framing guard ([`HeadGuard`]) still validates every byte read here.
 
+use super::acks::AckNow;
 use super::body::ReqBody;
 use super::conn::ConnInfo;
 use super::h1guard::HeadGuard;
@@ -14,6 +15,7 @@ use crate::config::Limits;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
+use std::future::Future;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -62,7 +64,7 @@ pub async fn serve<I>(
     shutdown: &CancellationToken,
 ) -> Result<Served<I>, String>
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin + AckNow,
 {
     let mut buf = BytesMut::with_capacity(8192);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
@@ -79,7 +81,11 @@ where
         let head = loop {
             match parse(&mut buf, &limits) {
                 Parsed::Serve(h) => break h,
-                Parsed::HandOver => return Ok(Served::HandOver(Prefixed::new(buf.freeze(), io))),
+                Parsed::HandOver => {
+                    // Most hand-overs read a body next: acknowledge the head now (acks.rs).
+                    io.ack_now();
+                    return Ok(Served::HandOver(Prefixed::new(buf.freeze(), io)));
+                }
                 Parsed::Reject(status) => {
                     h1write::reject(&mut io, &mut out, status).await;
                     return Err(format!("bad request head ({status})"));
@@ -92,7 +98,7 @@ where
             let idle = buf.is_empty();
             let read = tokio::select! {
                 biased;
-                r = io.read_buf(&mut buf) => r,
+                r = read_head(&mut io, &mut buf) => r,
                 _ = sleep.as_mut() => {
                     if Instant::now() < deadline {
                         sleep.as_mut().reset(deadline);
@@ -138,6 +144,25 @@ where
         }
         deadline = Instant::now() + timeout;
     }
+}
+
+/// Reads more of a request head. While it waits with part of a head already read (held by the
+/// guard, or in `buf`), the client may be waiting for that part's ACK to send the rest
+/// (Nagle's algorithm against our delayed ACK, acks.rs): acknowledge it at once, once per wait.
+async fn read_head<I>(io: &mut HeadGuard<I>, buf: &mut BytesMut) -> std::io::Result<usize>
+where
+    I: AsyncRead + Unpin + AckNow,
+{
+    let mut acked = false;
+    std::future::poll_fn(|cx| {
+        let read = std::pin::pin!(io.read_buf(&mut *buf)).poll(cx);
+        if read.is_pending() && !acked && (io.holds_partial() || !buf.is_empty()) {
+            io.ack_now();
+            acked = true;
+        }
+        read
+    })
+    .await
 }
 
 /// Parses one request head from the front of `buf`.

@@ -146,3 +146,135 @@ async fn prefixed_replays_its_bytes_then_reads_the_stream() {
     p.read_to_string(&mut got).await.unwrap();
     assert_eq!(got, "hello world");
 }
+
+/// What a scripted connection saw: bytes written to it and immediate-ACK requests.
+#[derive(Default)]
+struct Seen {
+    written: std::sync::Mutex<Vec<u8>>,
+    acks: std::sync::atomic::AtomicUsize,
+}
+
+/// A client connection scripted as the chunks it delivers, each after a wait (as a socket
+/// would block between packets), then end of stream.
+struct Script {
+    chunks: std::collections::VecDeque<&'static [u8]>,
+    waited: bool,
+    seen: Arc<Seen>,
+}
+
+impl AsyncRead for Script {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.waited {
+            self.waited = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.waited = false;
+        if let Some(c) = self.chunks.pop_front() {
+            buf.put_slice(c);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Script {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        b: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Ok(mut w) = self.seen.written.lock() {
+            w.extend_from_slice(b);
+        }
+        Poll::Ready(Ok(b.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AckNow for Script {
+    fn ack_now(&self) {
+        self.seen
+            .acks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Runs the server loop over `chunks` with an empty config (every request gets a 404): how
+/// many times it asked for an immediate ACK, whether it handed over, and what it wrote.
+async fn acks_for(chunks: &[&'static [u8]]) -> (usize, bool, String) {
+    let cfg = crate::config::parse("").expect("empty config");
+    let snap = Arc::new(crate::snapshot::build(
+        &cfg,
+        crate::source::TlsMaterials::default(),
+        1,
+    ));
+    let metrics = Arc::new(crate::metrics::Metrics::new(None));
+    let log = Arc::new(crate::accesslog::AccessLog::stdout(
+        crate::accesslog::LogFormat::Off,
+        16,
+    ));
+    let (handles, _streaks) = crate::health::monitor::Handles::new();
+    let ctx = Arc::new(ProxyCtx {
+        table: arc_swap::ArcSwap::from_pointee(super::super::table::Table::build(
+            snap, None, &metrics, log, &handles,
+        )),
+        metrics,
+        health: handles,
+        applied: tokio::sync::watch::Sender::new(1),
+    });
+    let peer: std::net::SocketAddr = "127.0.0.1:40000".parse().expect("address");
+    let info = Arc::new(ConnInfo {
+        client: peer,
+        peer,
+        local: "127.0.0.1:80".parse().expect("address"),
+        listener: "http".into(),
+        tls: false,
+        client_id: super::super::headers::ClientId::new(peer),
+    });
+    let seen = Arc::new(Seen::default());
+    let io = Script {
+        chunks: chunks.iter().copied().collect(),
+        waited: false,
+        seen: seen.clone(),
+    };
+    let limits = limits();
+    let io = HeadGuard::new(io, limits.max_header_bytes);
+    let shutdown = CancellationToken::new();
+    let handed_over = match serve(io, info, limits, &ctx, &shutdown).await {
+        Ok(Served::Closed) => false,
+        Ok(Served::HandOver(_)) => true,
+        Err(e) => panic!("connection failed: {e}"),
+    };
+    let n = seen.acks.load(std::sync::atomic::Ordering::Relaxed);
+    let written = seen.written.lock().map(|w| w.clone()).unwrap_or_default();
+    (
+        n,
+        handed_over,
+        String::from_utf8_lossy(&written).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_head_in_pieces_or_a_body_to_come_asks_for_an_immediate_ack() {
+    // Whole head in one read: the ACK waits for the response.
+    let (n, over, out) = acks_for(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]).await;
+    assert_eq!((n, over), (0, false));
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    // In two pieces: acknowledged after the first, so a Nagle client sends the second.
+    let (n, over, out) = acks_for(&[b"GET / HTTP/1.1\r\nHo", b"st: a\r\n\r\n"]).await;
+    assert_eq!((n, over), (1, false));
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    // A body follows (hyper reads it): acknowledged before the hand-over.
+    let (n, over, _) =
+        acks_for(&[b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"]).await;
+    assert_eq!((n, over), (1, true));
+}

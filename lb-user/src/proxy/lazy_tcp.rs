@@ -37,6 +37,15 @@ impl LazyTcp {
         }
     }
 
+    /// `f` on the socket (socket options), unless it could not join the reactor.
+    pub fn with_socket<R>(&self, f: impl FnOnce(socket2::SockRef<'_>) -> R) -> Option<R> {
+        match &self.0 {
+            State::Plain(s) => Some(f(socket2::SockRef::from(s))),
+            State::Polled(s) => Some(f(socket2::SockRef::from(s))),
+            State::Failed => None,
+        }
+    }
+
     /// Whether the connection has joined the reactor.
     pub fn is_polled(&self) -> bool {
         matches!(self.0, State::Polled(_))

@@ -255,18 +255,8 @@ async fn accept_loop(
 
 /// The listening socket as the accept loop polls it: first ACKs delayed, outside the reactor.
 fn prepare(sock: TcpListener, name: &str) -> io::Result<AsyncFd<mio::net::TcpListener>> {
-    delay_first_ack(&sock, name);
+    super::acks::delay_first_ack(&sock, name);
     unregistered(sock)
-}
-
-/// Turns quick ACKs off on the listening socket; accepted sockets inherit it, so the kernel
-/// delays the ACK of a request and sends it with the response instead of as a packet of its
-/// own: one packet less per new connection, for the client and us (HAProxy does the same on
-/// its HTTP listeners). The delayed-ACK timer still acknowledges a slow response.
-fn delay_first_ack(sock: &TcpListener, name: &str) {
-    if let Err(e) = socket2::SockRef::from(sock).set_tcp_quickack(false) {
-        tracing::debug!(listener = %name, error = %e, "cannot turn TCP_QUICKACK off");
-    }
 }
 
 /// The listener polled for readiness by tokio but accepted from directly (mio's accept4:

@@ -1,6 +1,7 @@
 //! The L7 workers: listeners accept HTTP/1.1 and HTTP/2 (TLS, PROXY protocol), the handler routes
 //! and balances over pooled upstream connections; state comes from one ArcSwap'd [`table::Table`].
 
+pub mod acks;
 pub mod balancer;
 pub mod body;
 pub mod clusters;
