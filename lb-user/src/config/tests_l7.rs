@@ -16,6 +16,7 @@ listeners:
     limits: {max_header_bytes: 16384, max_headers: 50, max_body_bytes: 1048576, header_timeout: 10s}
     forwarded: {trusted: [192.168.0.0/16], headers: [x-forwarded-for, forwarded]}
     generate_request_id: false
+    defer_accept: false
 access_log: {format: text}
 tracing: {propagate: false}
 routes:
@@ -76,6 +77,7 @@ fn full_l7_config_parses() {
         [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded]
     );
     assert!(!l.generate_request_id && !cfg.tracing.propagate);
+    assert!(!l.defer_accept);
     assert_eq!(cfg.access_log.format, crate::accesslog::LogFormat::Text);
     let r = &cfg.routes[0];
     assert_eq!(r.path, Some(PathMatch::Regex("^/v2/".into())));
@@ -122,6 +124,7 @@ fn defaults_are_haproxy_like() {
     assert_eq!(cfg.access_log.format, crate::accesslog::LogFormat::Json);
     assert_eq!(cfg.listeners[0].forwarded.headers, ForwardedHeader::all());
     assert!(cfg.listeners[0].generate_request_id && cfg.tracing.propagate);
+    assert!(cfg.listeners[0].defer_accept);
 }
 
 #[test]
@@ -141,6 +144,8 @@ fn bad_header_work_fields_are_named() {
             .any(|e| e.starts_with("listeners[0].generate_request_id")),
         "{errs:?}"
     );
+    let errs = errors("listeners: [{name: l, address: '127.0.0.1:1', defer_accept: 1s}]\n");
+    assert!(has(&errs, "listeners[0].defer_accept", ""), "{errs:?}");
     let errs = errors("tracing: {propagate: 3}\n");
     assert!(has(&errs, "tracing.propagate", ""), "{errs:?}");
     let errs = errors(

@@ -68,6 +68,11 @@ pub struct Listener {
     /// Give requests without a sane `X-Request-Id` a fresh one (false: pass it as it came).
     #[serde(default = "yes")]
     pub generate_request_id: bool,
+    /// Hand a connection to the workers only once its client has sent data (TCP_DEFER_ACCEPT,
+    /// HAProxy's `defer-accept`, nginx's `deferred`); a client that sends nothing is accepted
+    /// after ~1 s anyway. Off for protocols where the server speaks first.
+    #[serde(default = "yes")]
+    pub defer_accept: bool,
     /// Worker threads accepting on this address, each with its own SO_REUSEPORT socket and
     /// single-threaded runtime (1: one socket served by the shared runtime).
     #[serde(default = "one")]

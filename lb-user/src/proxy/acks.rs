@@ -9,13 +9,13 @@
 use super::h1guard::HeadGuard;
 use super::lazy_tcp::LazyTcp;
 use socket2::SockRef;
-use tokio::net::TcpListener;
+use std::os::fd::AsFd;
 
 /// Turns quick ACKs off on a listening socket; accepted sockets inherit it, so the kernel
 /// delays the ACK of a request and sends it with the response instead of as a packet of its
 /// own: one packet less per new connection, for the client and us. The delayed-ACK timer still
 /// acknowledges a slow response.
-pub fn delay_first_ack(sock: &TcpListener, name: &str) {
+pub fn delay_first_ack(sock: &impl AsFd, name: &str) {
     if let Err(e) = SockRef::from(sock).set_tcp_quickack(false) {
         tracing::debug!(listener = %name, error = %e, "cannot turn TCP_QUICKACK off");
     }
@@ -57,9 +57,10 @@ impl<T: AckNow> AckNow for tokio_rustls::server::TlsStream<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpListener;
 
     /// `ack_now` through the guard reaches the socket: an accepted socket that inherited
-    /// delayed ACKs (`TCP_QUICKACK` reads 0; listeners.rs tests the inheritance) reads 1 after.
+    /// delayed ACKs (`TCP_QUICKACK` reads 0; listen_opts_tests.rs tests the inheritance) reads 1 after.
     #[tokio::test]
     async fn ack_now_turns_quick_acks_back_on() {
         let sock = TcpListener::bind("127.0.0.1:0")

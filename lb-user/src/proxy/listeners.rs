@@ -3,6 +3,7 @@
 
 use super::conn;
 use super::lazy_tcp::LazyTcp;
+use super::listen_opts;
 use super::worker_pool::{self, Pool, Worker};
 use super::workers::Group;
 use super::ProxyCtx;
@@ -118,6 +119,7 @@ impl ListenerSet {
         let loop_ = self.tracker.spawn(accept_loop(
             sock,
             l.name.as_str().into(),
+            l.defer_accept,
             None,
             self.ctx.clone(),
             stop.clone(),
@@ -148,6 +150,7 @@ impl ListenerSet {
             let accept = accept_loop(
                 sock,
                 name.clone(),
+                l.defer_accept,
                 Some(worker),
                 self.ctx.clone(),
                 stop.clone(),
@@ -183,17 +186,21 @@ impl ListenerSet {
 }
 
 /// Accepts until `stop`; each connection runs on the runtime this loop runs on (a worker
-/// thread's, or the shared one).
+/// thread's, or the shared one). A reload that changes `defer_accept` applies from the next
+/// accepted connection on.
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     sock: TcpListener,
     name: Arc<str>,
+    mut defer_accept: bool,
     worker: Option<Worker>,
     ctx: Arc<ProxyCtx>,
     stop: CancellationToken,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let sock = match prepare(sock, &name) {
+    let nodelay_inherited = listen_opts::prepare(&sock, &name, defer_accept);
+    let sock = match unregistered(sock) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(listener = %name, error = %e, "listener could not be polled");
@@ -209,7 +216,15 @@ async fn accept_loop(
     loop {
         // Over max_connections, stop accepting: new clients wait in the kernel backlog.
         let (limit, stats) = match ctx.table.load().listeners.get(&*name) {
-            Some(l) => (l.conn_limit.clone(), Some(l.stats.clone())),
+            Some(l) => {
+                if l.defer_accept != defer_accept {
+                    defer_accept = l.defer_accept;
+                    if let Err(e) = listen_opts::set_defer_accept(sock.get_ref(), defer_accept) {
+                        tracing::warn!(listener = %name, error = %e, "cannot change TCP_DEFER_ACCEPT");
+                    }
+                }
+                (l.conn_limit.clone(), Some(l.stats.clone()))
+            }
             None => (None, None),
         };
         let permit = match limit {
@@ -231,7 +246,9 @@ async fn accept_loop(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
+        if !nodelay_inherited {
+            let _ = stream.set_nodelay(true);
+        }
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let name = name.clone();
@@ -251,12 +268,6 @@ async fn accept_loop(
             }
         });
     }
-}
-
-/// The listening socket as the accept loop polls it: first ACKs delayed, outside the reactor.
-fn prepare(sock: TcpListener, name: &str) -> io::Result<AsyncFd<mio::net::TcpListener>> {
-    super::acks::delay_first_ack(&sock, name);
-    unregistered(sock)
 }
 
 /// The listener polled for readiness by tokio but accepted from directly (mio's accept4:
@@ -281,38 +292,4 @@ async fn accept(sock: &AsyncFd<mio::net::TcpListener>) -> io::Result<(StdTcpStre
 /// place instead of on the stack and then copying it.
 fn boxed<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use socket2::SockRef;
-
-    /// What `TCP_QUICKACK` reads on a socket accepted from a listener, prepared as the accept
-    /// loop prepares it or left alone (reads 0 while the kernel delays ACKs).
-    async fn accepted_quickack(prepared: bool) -> bool {
-        let sock = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = sock.local_addr().expect("bound address");
-        let client = tokio::net::TcpStream::connect(addr);
-        let quickack = if prepared {
-            let sock = prepare(sock, "test").expect("prepare listener");
-            let (_client, accepted) = tokio::join!(client, accept(&sock));
-            let (stream, _) = accepted.expect("accept");
-            SockRef::from(&stream).tcp_quickack()
-        } else {
-            let (_client, accepted) = tokio::join!(client, sock.accept());
-            let (stream, _) = accepted.expect("accept");
-            SockRef::from(&stream).tcp_quickack()
-        };
-        quickack.expect("getsockopt TCP_QUICKACK")
-    }
-
-    #[tokio::test]
-    async fn accepted_sockets_delay_their_first_ack() {
-        // The kernel's default, so the check below can tell.
-        assert!(accepted_quickack(false).await);
-        assert!(!accepted_quickack(true).await);
-    }
 }

@@ -16,6 +16,7 @@ pub mod h1write;
 pub mod handler;
 pub mod headers;
 pub mod lazy_tcp;
+pub mod listen_opts;
 pub mod listeners;
 pub mod mirror;
 pub mod prepared;

@@ -51,6 +51,8 @@ pub struct ListenerState {
     /// Which forwarding headers are set (`forwarded.headers`).
     pub forwarded_set: super::headers::ForwardedSet,
     pub generate_request_id: bool,
+    /// TCP_DEFER_ACCEPT on the listening socket (applied by the accept loop when it changes).
+    pub defer_accept: bool,
     /// Connections and TLS handshakes (kept across reloads by listener name).
     pub stats: Arc<ListenerStats>,
 }
@@ -281,6 +283,7 @@ fn build_listener(
         forwarded_trusted: cidrs(&l.forwarded.trusted),
         forwarded_set: super::headers::ForwardedSet::new(&l.forwarded.headers),
         generate_request_id: l.generate_request_id,
+        defer_accept: l.defer_accept,
         stats: old.map(|o| o.stats.clone()).unwrap_or_default(),
     }
 }

@@ -1,7 +1,7 @@
 //! Listener limits: max connections holding a second client, per-client-IP rate limit (429
 //! with Retry-After), the default 100-header limit, header and body limits (431, 413).
 
-use crate::{origin, raw, read_until_close, start, status_of, text, T};
+use crate::{get, origin, raw, read_until_close, start, status_of, text, T};
 use lb_tests::http::KeepAliveClient;
 use lb_tests::lb::free_local_addr;
 use std::io::Write;
@@ -188,4 +188,63 @@ clusters: [{{name: c, endpoints: [{{address: "{o}"}}]}}]
     // Still serving.
     let ok = req("Content-Length: 3\r\n", b"abc");
     assert_eq!(status_of(&ok), Some(200), "{}", text(&ok));
+}
+
+/// Deferred accept (on by default): a client that connects and sends nothing is not handed to
+/// the workers before the kernel's SYN-ACK retransmission (1 s), so a 100 ms header timeout
+/// cannot close it sooner; `defer_accept: false`, applied by a reload, lets it close at once.
+#[test]
+fn deferred_accept_holds_silent_clients_until_a_reload_turns_it_off() {
+    let o = origin("o");
+    let listen = free_local_addr();
+    let yaml = |defer: bool| {
+        format!(
+            r#"
+listeners: [{{name: http, address: "{listen}", defer_accept: {defer}, limits: {{header_timeout: 100ms}}}}]
+routes: [{{hosts: [da.test], cluster: c}}]
+clusters: [{{name: c, endpoints: [{{address: "{o}"}}]}}]
+"#,
+            o = o.addr()
+        )
+    };
+    let lb = start(&yaml(true));
+    let mut silent = TcpStream::connect_timeout(&listen, T).unwrap();
+    assert!(
+        !closed_within(&mut silent, Duration::from_millis(800)),
+        "a client that sent nothing was accepted (and timed out) before the kernel's 1 s"
+    );
+    drop(silent);
+    lb.reload(&yaml(false)).unwrap();
+    lb.wait_log("config reloaded", T).unwrap();
+    // The accept loop applies the change from its next connection on.
+    assert_eq!(get(listen, "da.test", "/").status, 200);
+    let mut silent = TcpStream::connect_timeout(&listen, T).unwrap();
+    // Well before the 1 s a deferred connection would still be held.
+    assert!(
+        closed_within(&mut silent, Duration::from_millis(700)),
+        "a silent client was not cut off by the header timeout with defer_accept off"
+    );
+}
+
+/// Whether the peer closes (EOF or reset; a 408 before it is fine) within `within`.
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match std::io::Read::read(s, &mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
 }
