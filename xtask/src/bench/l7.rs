@@ -190,6 +190,9 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
          (`cargo xtask build-release`, as deploy/Dockerfile builds it); its training load is described \
          in xtask/src/bench/pgo.rs."
             .into(),
+        "Every contender accepts a connection only once its request has arrived (TCP_DEFER_ACCEPT): lb by \
+         default (listener `defer_accept`), HAProxy with `bind ... defer-accept`, nginx with `listen ... deferred`."
+            .into(),
         "Configs of every contender: bench/results/configs/.".into(),
     ];
     Ok(result)
@@ -329,12 +332,14 @@ pub(super) fn probe(addr: SocketAddr, rate: f64, dur: Duration) -> Result<Vec<f6
 fn nginx_proxy_conf(env: &Env) -> String {
     nginx_common(env, "nginx-proxy")
         + &format!(
-            "  upstream origin {{ server {ORIGIN}; keepalive 64; keepalive_requests 1000000; }}\n  server {{\n    listen 127.0.0.1:19003;\n    location / {{\n      proxy_pass http://origin;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }}\n  }}\n}}\n"
+            "  upstream origin {{ server {ORIGIN}; keepalive 64; keepalive_requests 1000000; }}\n  server {{\n    listen 127.0.0.1:19003 deferred;\n    location / {{\n      proxy_pass http://origin;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }}\n  }}\n}}\n"
         )
 }
 
 fn start_haproxy(env: &Env) -> Result<Contender> {
-    let conf = haproxy_head("127.0.0.1:19002", "default_backend origin", "")
+    // `defer-accept`: lb's default (listener `defer_accept`), so a new connection costs both
+    // the same kernel work.
+    let conf = haproxy_head("127.0.0.1:19002 defer-accept", "default_backend origin", "")
         + &format!("backend origin\n  server o1 {ORIGIN}\n");
     let live_s = live_config(env, "haproxy.cfg", &conf)?;
     let process = spawn_pinned(

@@ -105,7 +105,7 @@ pub fn run(env: &Env) -> Result<SuiteResult> {
              spread by tokio's work-stealing runtime (`--workers 2`, listener `workers: 1`, today's model); \
              `lb+reuseport` = listener `workers: 2`: two threads, each a single-threaded runtime accepting on its own \
              SO_REUSEPORT socket, steered by the SK_REUSEPORT program (flow_hash), control runtime `--workers 1`; \
-             `haproxy` = HAProxy 2.6 `nbthread 2`."
+             `haproxy` = HAProxy 2.6 `nbthread 2`, bound with `defer-accept` (lb's listeners defer accepts by default)."
         ),
         format!(
             "The origin (nginx, 1 worker), wrk (1 thread, {} connections) and the harness share CPU 1, so no \
@@ -158,7 +158,9 @@ fn start_lb(env: &Env, name: &'static str, listen: &str, workers: u32) -> Result
 }
 
 fn start_haproxy(env: &Env, listen: &str) -> Result<Contender> {
-    let conf = haproxy_head(listen, "default_backend origin", "")
+    // `defer-accept` as lb's listeners do by default (see the l7 suite).
+    let bind = format!("{listen} defer-accept");
+    let conf = haproxy_head(&bind, "default_backend origin", "")
         .replace("nbthread 1", "nbthread 2")
         + &format!("backend origin\n  server o1 {ORIGIN}\n");
     let live = live_config(env, "reuseport-haproxy.cfg", &conf)?;
